@@ -1,0 +1,597 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#define LZ_MOD "fs"
+#define FUSE_USE_VERSION 312
+#include "lazyimg/imgfs.h"
+
+#include <fuse_lowlevel.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+
+/* The image never changes under a mount, so the kernel may cache everything. */
+#define IMGFS_TIMEOUT 86400.0
+#define IMGFS_MAX_READ (1u << 20)
+
+struct imgfs {
+	struct image *img;
+	struct fuse_session *se;
+	bool mounted;
+	_Atomic uint64_t st_reads, st_read_bytes, st_read_errors, st_lookups, st_readdirs;
+	_Atomic long err_log;
+	unsigned max_threads;
+};
+
+static struct imgfs *fs_of(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+/*
+ * The one place negative errnos become FUSE replies. Internal codes
+ * (corruption, digest mismatch, unsupported chunk kinds) become EIO, so a
+ * reader sees an error, never wrong bytes.
+ */
+static int to_errno(struct imgfs *fs, int neg)
+{
+	int e = -neg;
+
+	switch (e) {
+	case ENOENT: case ENOTDIR: case EISDIR: case ENODATA: case ERANGE: case EINVAL:
+	case ENAMETOOLONG: case ENOMEM: case EROFS: case EACCES: case EPERM: case ENOSYS:
+		return e;
+	default:
+		if (lz_ratelimit(&fs->err_log, 5))
+			lz_warn("returning EIO for internal error: %s", lz_strerror(neg));
+		return EIO;
+	}
+}
+
+static void reply_err(fuse_req_t req, int neg)
+{
+	fuse_reply_err(req, to_errno(fs_of(req), neg));
+}
+
+static void fill_stat(const struct img_attr *a, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = a->ino;
+	st->st_mode = a->mode;
+	st->st_nlink = a->nlink;
+	st->st_uid = a->uid;
+	st->st_gid = a->gid;
+	st->st_rdev = a->rdev;
+	st->st_size = (off_t)a->size;
+	st->st_blocks = (blkcnt_t)a->blocks;
+	st->st_blksize = 4096;
+	st->st_mtim.tv_sec = a->mtime;
+	st->st_mtim.tv_nsec = a->mtime_nsec;
+	st->st_atim = st->st_mtim;
+	st->st_ctim = st->st_mtim;
+}
+
+static void fill_entry(const struct img_attr *a, struct fuse_entry_param *e)
+{
+	memset(e, 0, sizeof(*e));
+	e->ino = a->ino;
+	e->generation = 1;
+	e->attr_timeout = IMGFS_TIMEOUT;
+	e->entry_timeout = IMGFS_TIMEOUT;
+	fill_stat(a, &e->attr);
+}
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+	conn->want |= conn->capable & (FUSE_CAP_ASYNC_READ | FUSE_CAP_READDIRPLUS |
+				       FUSE_CAP_PARALLEL_DIROPS | FUSE_CAP_CACHE_SYMLINKS |
+				       FUSE_CAP_SPLICE_WRITE | FUSE_CAP_AUTO_INVAL_DATA);
+	/* the image is immutable: no need to re-check on every open */
+	conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+	conn->max_readahead = conn->max_readahead ? conn->max_readahead : IMGFS_MAX_READ;
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct imgfs *fs = fs_of(req);
+	struct fuse_entry_param e;
+	struct img_attr a;
+	int ret;
+
+	atomic_fetch_add_explicit(&fs->st_lookups, 1, memory_order_relaxed);
+	ret = fs->img->ops->lookup(fs->img, parent, name, strlen(name), &a);
+	if (ret == -ENOENT) {
+		/* a negative entry the kernel can cache as long as a positive one */
+		memset(&e, 0, sizeof(e));
+		e.entry_timeout = IMGFS_TIMEOUT;
+		fuse_reply_entry(req, &e);
+		return;
+	}
+	if (ret) {
+		reply_err(req, ret);
+		return;
+	}
+	fill_entry(&a, &e);
+	fuse_reply_entry(req, &e);
+}
+
+static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	/* inode numbers map straight onto immutable metadata: nothing to release */
+	fuse_reply_none(req);
+}
+
+static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+	fuse_reply_none(req);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct imgfs *fs = fs_of(req);
+	struct img_attr a;
+	struct stat st;
+	int ret = fs->img->ops->getattr(fs->img, ino, &a);
+
+	if (ret) {
+		reply_err(req, ret);
+		return;
+	}
+	fill_stat(&a, &st);
+	fuse_reply_attr(req, &st, IMGFS_TIMEOUT);
+}
+
+static void op_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	struct imgfs *fs = fs_of(req);
+	char buf[4097];
+	ssize_t n = fs->img->ops->readlink(fs->img, ino, buf, sizeof(buf) - 1);
+
+	if (n < 0) {
+		reply_err(req, (int)n);
+		return;
+	}
+	if ((size_t)n >= sizeof(buf)) {
+		reply_err(req, -EFSCORRUPTED);
+		return;
+	}
+	buf[n] = 0;
+	fuse_reply_readlink(req, buf);
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct imgfs *fs = fs_of(req);
+	struct img_attr a;
+	int ret;
+
+	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	ret = fs->img->ops->getattr(fs->img, ino, &a);
+	if (ret) {
+		reply_err(req, ret);
+		return;
+	}
+	if (S_ISDIR(a.mode)) {
+		fuse_reply_err(req, EISDIR);
+		return;
+	}
+	fi->keep_cache = 1;
+	fi->noflush = 1;
+	fuse_reply_open(req, fi);
+}
+
+/* Per-thread reply buffer: reads allocate nothing on the hot path. */
+static _Thread_local uint8_t *tl_rbuf;
+static _Thread_local size_t tl_rcap;
+static pthread_key_t rbuf_key;
+static pthread_once_t rbuf_once = PTHREAD_ONCE_INIT;
+
+static void rbuf_free(void *p)
+{
+	free(p);
+}
+
+static void rbuf_init(void)
+{
+	pthread_key_create(&rbuf_key, rbuf_free);
+}
+
+static uint8_t *rbuf_get(size_t size)
+{
+	if (tl_rcap < size) {
+		uint8_t *n = malloc(size);
+
+		if (!n)
+			return NULL;
+		free(tl_rbuf);
+		tl_rbuf = n;
+		tl_rcap = size;
+		pthread_once(&rbuf_once, rbuf_init);
+		pthread_setspecific(rbuf_key, n); /* freed when the worker exits */
+	}
+	return tl_rbuf;
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+{
+	struct imgfs *fs = fs_of(req);
+	uint8_t *buf;
+	ssize_t n;
+
+	atomic_fetch_add_explicit(&fs->st_reads, 1, memory_order_relaxed);
+	if (off < 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	size = LZ_MIN(size, (size_t)IMGFS_MAX_READ * 4);
+	buf = rbuf_get(size ? size : 1);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	n = fs->img->ops->read(fs->img, ino, buf, size, (uint64_t)off);
+	if (n < 0) {
+		atomic_fetch_add_explicit(&fs->st_read_errors, 1, memory_order_relaxed);
+		/* reads never pass internal codes through: anything unexpected is EIO */
+		fuse_reply_err(req, n == -ENOENT || n == -EISDIR ? (int)-n : EIO);
+		return;
+	}
+	atomic_fetch_add_explicit(&fs->st_read_bytes, (uint64_t)n, memory_order_relaxed);
+	fuse_reply_buf(req, (const char *)buf, (size_t)n);
+}
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct imgfs *fs = fs_of(req);
+	struct img_attr a;
+	int ret = fs->img->ops->getattr(fs->img, ino, &a);
+
+	if (ret) {
+		reply_err(req, ret);
+		return;
+	}
+	if (!S_ISDIR(a.mode)) {
+		fuse_reply_err(req, ENOTDIR);
+		return;
+	}
+	fi->cache_readdir = 1;
+	fi->keep_cache = 1;
+	fuse_reply_open(req, fi);
+}
+
+struct dirbuf {
+	fuse_req_t req;
+	struct imgfs *fs;
+	char *buf;
+	size_t size, used;
+	bool plus;
+	int err;
+};
+
+static int dir_fill(void *arg, const struct img_dirent *de)
+{
+	struct dirbuf *d = arg;
+	char name[IMG_NAME_MAX + 1];
+	size_t need;
+
+	if (de->name_len > IMG_NAME_MAX) {
+		d->err = -EFSCORRUPTED;
+		return 1;
+	}
+	memcpy(name, de->name, de->name_len);
+	name[de->name_len] = 0;
+	if (d->plus) {
+		struct fuse_entry_param e;
+		struct img_attr a;
+		bool dot = !strcmp(name, ".") || !strcmp(name, "..");
+		int ret = d->fs->img->ops->getattr(d->fs->img, de->ino, &a);
+
+		if (ret) {
+			d->err = ret;
+			return 1;
+		}
+		fill_entry(&a, &e);
+		if (dot) {
+			/* libfuse: no lookup count is taken for these two */
+			e.ino = 0;
+			e.attr.st_ino = de->ino;
+		}
+		need = fuse_add_direntry_plus(d->req, d->buf + d->used, d->size - d->used, name, &e,
+					      (off_t)de->next_off);
+	} else {
+		struct stat st = { .st_ino = de->ino, .st_mode = de->type };
+
+		need = fuse_add_direntry(d->req, d->buf + d->used, d->size - d->used, name, &st,
+					 (off_t)de->next_off);
+	}
+	if (need > d->size - d->used)
+		return 1;
+	d->used += need;
+	return 0;
+}
+
+static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus)
+{
+	struct imgfs *fs = fs_of(req);
+	struct dirbuf d = { .req = req, .fs = fs, .size = LZ_MIN(size, (size_t)IMGFS_MAX_READ), .plus = plus };
+	int ret;
+
+	atomic_fetch_add_explicit(&fs->st_readdirs, 1, memory_order_relaxed);
+	d.buf = (char *)rbuf_get(d.size ? d.size : 1);
+	if (!d.buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	ret = fs->img->ops->readdir(fs->img, ino, (uint64_t)off, dir_fill, &d);
+	if (!ret)
+		ret = d.err;
+	if (ret && d.used == 0) {
+		reply_err(req, ret);
+		return;
+	}
+	fuse_reply_buf(req, d.buf, d.used);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+{
+	do_readdir(req, ino, size, off, false);
+}
+
+static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			   struct fuse_file_info *fi)
+{
+	do_readdir(req, ino, size, off, true);
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	fuse_reply_err(req, 0);
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct imgfs *fs = fs_of(req);
+	struct img_statfs s = { 0 };
+	struct statvfs st;
+
+	fs->img->ops->statfs(fs->img, &s);
+	memset(&st, 0, sizeof(st));
+	st.f_bsize = s.bsize;
+	st.f_frsize = s.bsize;
+	st.f_blocks = s.blocks;
+	st.f_files = s.files;
+	st.f_namemax = IMG_NAME_MAX;
+	st.f_flag = ST_RDONLY;
+	fuse_reply_statfs(req, &st);
+}
+
+static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	struct imgfs *fs = fs_of(req);
+	char *buf = NULL;
+	ssize_t n;
+
+	if (size) {
+		buf = malloc(size);
+		if (!buf) {
+			fuse_reply_err(req, ENOMEM);
+			return;
+		}
+	}
+	n = fs->img->ops->getxattr(fs->img, ino, name, buf, size);
+	if (n < 0)
+		reply_err(req, (int)n);
+	else if (size)
+		fuse_reply_buf(req, buf, (size_t)n);
+	else
+		fuse_reply_xattr(req, (size_t)n);
+	free(buf);
+}
+
+static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	struct imgfs *fs = fs_of(req);
+	char *buf = NULL;
+	ssize_t n;
+
+	if (size) {
+		buf = malloc(size);
+		if (!buf) {
+			fuse_reply_err(req, ENOMEM);
+			return;
+		}
+	}
+	n = fs->img->ops->listxattr(fs->img, ino, buf, size);
+	if (n < 0)
+		reply_err(req, (int)n);
+	else if (size)
+		fuse_reply_buf(req, buf, (size_t)n);
+	else
+		fuse_reply_xattr(req, (size_t)n);
+	free(buf);
+}
+
+static void op_access(fuse_req_t req, fuse_ino_t ino, int mask)
+{
+	fuse_reply_err(req, (mask & W_OK) ? EROFS : 0);
+}
+
+/* every write-type operation: the image is read-only */
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+		       struct fuse_file_info *fi)
+{
+	fuse_reply_err(req, EROFS);
+}
+static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
+{
+	fuse_reply_err(req, EROFS);
+}
+static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	fuse_reply_err(req, EROFS);
+}
+static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	fuse_reply_err(req, EROFS);
+}
+static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+	fuse_reply_err(req, EROFS);
+}
+static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+		      const char *newname, unsigned int flags)
+{
+	fuse_reply_err(req, EROFS);
+}
+static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+	fuse_reply_err(req, EROFS);
+}
+static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+		     struct fuse_file_info *fi)
+{
+	fuse_reply_err(req, EROFS);
+}
+static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		      struct fuse_file_info *fi)
+{
+	fuse_reply_err(req, EROFS);
+}
+static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+			size_t size, int flags)
+{
+	fuse_reply_err(req, EROFS);
+}
+static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	fuse_reply_err(req, EROFS);
+}
+static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
+			 struct fuse_file_info *fi)
+{
+	fuse_reply_err(req, EROFS);
+}
+
+static const struct fuse_lowlevel_ops imgfs_ops = {
+	.init = op_init,
+	.lookup = op_lookup,
+	.forget = op_forget,
+	.forget_multi = op_forget_multi,
+	.getattr = op_getattr,
+	.readlink = op_readlink,
+	.open = op_open,
+	.read = op_read,
+	.release = op_release,
+	.opendir = op_opendir,
+	.readdir = op_readdir,
+	.readdirplus = op_readdirplus,
+	.releasedir = op_release,
+	.statfs = op_statfs,
+	.getxattr = op_getxattr,
+	.listxattr = op_listxattr,
+	.access = op_access,
+	.setattr = op_setattr,
+	.mknod = op_mknod,
+	.mkdir = op_mkdir,
+	.unlink = op_unlink,
+	.rmdir = op_unlink,
+	.symlink = op_symlink,
+	.rename = op_rename,
+	.link = op_link,
+	.write = op_write,
+	.create = op_create,
+	.setxattr = op_setxattr,
+	.removexattr = op_removexattr,
+	.fallocate = op_fallocate,
+};
+
+int imgfs_mount(struct image *img, const struct imgfs_opts *o, struct imgfs **out)
+{
+	char opts[512], sub[64];
+	const char *argv[8];
+	struct fuse_args args;
+	struct imgfs *fs;
+	int argc = 0, ret;
+
+	fs = lz_calloc(1, sizeof(*fs));
+	if (!fs)
+		return -ENOMEM;
+	fs->img = img;
+	fs->max_threads = o->max_threads;
+	snprintf(sub, sizeof(sub), "%s", o->subtype ? o->subtype : img->format);
+	for (char *p = sub; *p; p++)
+		if (*p == ',' || *p == '=')
+			*p = '_';
+	snprintf(opts, sizeof(opts), "ro,default_permissions,fsname=%s,subtype=%s%s",
+		 o->fsname ? o->fsname : "lazyimg", sub, o->allow_other ? ",allow_other" : "");
+	argv[argc++] = "lazyimg";
+	argv[argc++] = "-o";
+	argv[argc++] = opts;
+	if (o->debug)
+		argv[argc++] = "-d";
+	argv[argc] = NULL;
+	args = (struct fuse_args)FUSE_ARGS_INIT(argc, (char **)argv);
+	fs->se = fuse_session_new(&args, &imgfs_ops, sizeof(imgfs_ops), fs);
+	if (!fs->se) {
+		lz_err("cannot create a FUSE session (is /dev/fuse available?)");
+		ret = -EIO;
+		goto err;
+	}
+	if (fuse_session_mount(fs->se, o->mountpoint) != 0) {
+		lz_err("cannot mount on %s", o->mountpoint);
+		ret = -EIO;
+		goto err;
+	}
+	fs->mounted = true;
+	*out = fs;
+	return 0;
+err:
+	imgfs_destroy(fs);
+	return ret;
+}
+
+int imgfs_run(struct imgfs *fs)
+{
+	struct fuse_loop_config *cfg = fuse_loop_cfg_create();
+	int ret;
+
+	if (!cfg)
+		return -ENOMEM;
+	fuse_loop_cfg_set_clone_fd(cfg, 1);
+	fuse_loop_cfg_set_idle_threads(cfg, 4);
+	if (fs->max_threads)
+		fuse_loop_cfg_set_max_threads(cfg, fs->max_threads);
+	ret = fuse_session_loop_mt(fs->se, cfg);
+	fuse_loop_cfg_destroy(cfg);
+	return ret < 0 ? ret : 0;
+}
+
+void imgfs_exit(struct imgfs *fs)
+{
+	fuse_session_exit(fs->se);
+}
+
+void imgfs_destroy(struct imgfs *fs)
+{
+	if (!fs)
+		return;
+	if (fs->se) {
+		if (fs->mounted)
+			fuse_session_unmount(fs->se);
+		fuse_session_destroy(fs->se);
+	}
+	free(fs);
+}
+
+void imgfs_get_stats(const struct imgfs *fs, struct imgfs_stats *st)
+{
+	st->reads = atomic_load(&fs->st_reads);
+	st->read_bytes = atomic_load(&fs->st_read_bytes);
+	st->read_errors = atomic_load(&fs->st_read_errors);
+	st->lookups = atomic_load(&fs->st_lookups);
+	st->readdirs = atomic_load(&fs->st_readdirs);
+}

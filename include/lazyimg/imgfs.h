@@ -1,0 +1,47 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * imgfs.h - serve an image (image.h) read-only over FUSE with the libfuse3
+ * low-level API and a multithreaded loop.
+ */
+#ifndef LAZYIMG_IMGFS_H
+#define LAZYIMG_IMGFS_H
+
+#include "lazyimg/image.h"
+
+struct imgfs;
+
+struct imgfs_opts {
+	const char *mountpoint;
+	const char *fsname;     /* shown in /proc/mounts; default "lazyimg" */
+	const char *subtype;    /* fuse.<subtype>; default the image format */
+	bool allow_other;
+	bool debug;             /* libfuse request tracing */
+	unsigned max_threads;   /* 0: libfuse default */
+};
+
+struct imgfs_stats {
+	uint64_t reads, read_bytes, read_errors, lookups, readdirs;
+};
+
+/* Create the session and mount it. The image stays owned by the caller and
+ * must outlive the imgfs. */
+int imgfs_mount(struct image *img, const struct imgfs_opts *opts, struct imgfs **out);
+/* Serve requests until the filesystem is unmounted or imgfs_exit() is called. */
+int imgfs_run(struct imgfs *fs);
+/* Ask a running loop to stop (async-signal-safe). */
+void imgfs_exit(struct imgfs *fs);
+/* Unmount (if still mounted) and free. */
+void imgfs_destroy(struct imgfs *fs);
+void imgfs_get_stats(const struct imgfs *fs, struct imgfs_stats *st);
+
+
+/*
+ * Walk an image's tree in pre-order (readdir order, "." and ".." skipped).
+ * fn gets the full path ("/" for the root) and the entry's attributes; a
+ * non-zero return stops the walk and is returned. Directory cycles and
+ * absurd depth are reported as -EFSCORRUPTED, never followed.
+ */
+typedef int (*imgfs_walk_fn)(void *arg, const char *path, const struct img_attr *attr);
+int imgfs_walk(struct image *img, imgfs_walk_fn fn, void *arg);
+
+#endif

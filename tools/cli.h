@@ -1,0 +1,22 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef LAZYIMG_CLI_H
+#define LAZYIMG_CLI_H
+
+#define LAZYIMG_VERSION "0.1.0"
+
+struct cli_cmd {
+	const char *name;
+	const char *summary;
+	int (*fn)(int argc, char **argv);
+};
+
+int cmd_mount(int argc, char **argv);
+int cmd_umount(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
+int cmd_check(int argc, char **argv);
+
+/* Runtime files of a mount (pid, log), named after the mountpoint. */
+int cli_runtime_path(const char *mountpoint, const char *suffix, char *buf, size_t size);
+int cli_log_level(const char *s);
+
+#endif

@@ -1,0 +1,50 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* lazyimg - command-line front end: argument parsing, then library calls. */
+#define LZ_MOD "cli"
+#include "lazyimg/imgfs.h"
+#include "lazyimg/rafs.h"
+#include "cli.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+static const struct cli_cmd cmds[] = {
+	{ "mount", "mount an image read-only over FUSE", cmd_mount },
+	{ "umount", "unmount a lazyimg mount and stop its server", cmd_umount },
+	{ "inspect", "print a bootstrap's superblock, blobs, tree and chunks", cmd_inspect },
+	{ "check", "read and verify every chunk of an image", cmd_check },
+};
+
+static void usage(FILE *out)
+{
+	fprintf(out, "usage: lazyimg <command> [options] [args]\n\ncommands:\n");
+	for (size_t i = 0; i < LZ_ARRAY_SIZE(cmds); i++)
+		fprintf(out, "  %-10s %s\n", cmds[i].name, cmds[i].summary);
+	fprintf(out, "\nRun 'lazyimg <command> --help' for a command's options.\n");
+}
+
+int main(int argc, char **argv)
+{
+	const char *lvl = getenv("LAZYIMG_LOG");
+
+	if (lvl)
+		lz_log_level = atoi(lvl);
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+		usage(stdout);
+		return 0;
+	}
+	if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
+		printf("lazyimg %s\n", LAZYIMG_VERSION);
+		return 0;
+	}
+	for (size_t i = 0; i < LZ_ARRAY_SIZE(cmds); i++)
+		if (!strcmp(argv[1], cmds[i].name))
+			return cmds[i].fn(argc - 1, argv + 1);
+	fprintf(stderr, "lazyimg: unknown command '%s'\n", argv[1]);
+	usage(stderr);
+	return 2;
+}
