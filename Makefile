@@ -44,7 +44,7 @@ FUZZ_REPLAY := $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/tests/%)
 HELPER_SRCS := $(wildcard tests/tools/*.c)
 HELPER_BINS := $(HELPER_SRCS:tests/tools/%.c=$(BUILD)/tests/%)
 
-.PHONY: all test check unit integration fuzz bench demo deps clean help tsan
+.PHONY: all test test-fast test-bins check unit integration fuzz bench demo deps clean help tsan
 
 all: $(BIN)
 
@@ -81,15 +81,19 @@ $(BUILD)/tests/%: tests/tools/%.c $(LIB)
 
 test-bins: $(BIN) $(UNIT_BINS) $(FUZZ_REPLAY) $(HELPER_BINS)
 
-## test: build and run every test (unit, fuzz replay, bad inputs, real FUSE mounts)
+## test: every test twice: a release build, then ASan+UBSan (build-san/)
 test: test-bins
-	@BUILD=$(BUILD) tests/run.sh
+	$(MAKE) --no-print-directory BUILD=build-san OPT_CFLAGS="$(SAN_CFLAGS)" test-bins
+	@tests/suite.sh $(BUILD) build-san
 
-## check: the same suite built with ASan+UBSan in build-san/
+## test-fast: every test once, release build only
+test-fast: test-bins
+	@tests/suite.sh $(BUILD)
+
+## check: the suite built with ASan+UBSan in build-san/
 check:
-	$(MAKE) BUILD=build-san OPT_CFLAGS="$(SAN_CFLAGS)" test-bins
-	@BUILD=build-san ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
-		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 tests/run.sh
+	$(MAKE) --no-print-directory BUILD=build-san OPT_CFLAGS="$(SAN_CFLAGS)" test-bins
+	@tests/suite.sh build-san
 
 ## tsan: threaded tests under ThreadSanitizer
 tsan:
