@@ -14,6 +14,8 @@ int cmd_mount(int argc, char **argv);
 int cmd_umount(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_check(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
+int cmd_merge(int argc, char **argv);
 
 /* Runtime files of a mount (pid, log), named after the mountpoint. */
 int cli_runtime_path(const char *mountpoint, const char *suffix, char *buf, size_t size);

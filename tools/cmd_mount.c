@@ -116,7 +116,8 @@ int cmd_mount(int argc, char **argv)
 	struct rafs_opts ro = { .validate = true };
 	struct imgfs_opts fo = { 0 };
 	const char *boot = NULL, *blob_dir = NULL, *log_file = NULL;
-	char pidpath[PATH_MAX], logpath[PATH_MAX], dirbuf[PATH_MAX];
+	char pidpath[PATH_MAX], logpath[PATH_MAX], dirbuf[PATH_MAX], mnt_real[PATH_MAX],
+		blob_real[PATH_MAX], log_real[PATH_MAX];
 	bool fg = false;
 	struct rafs *fs = NULL;
 	struct stat st;
@@ -154,12 +155,13 @@ int cmd_mount(int argc, char **argv)
 		fprintf(stderr, "lazyimg mount: --bootstrap FILE is required (mounting by registry reference is not built yet)\n");
 		return 2;
 	}
-	fo.mountpoint = argv[optind];
-	if (stat(fo.mountpoint, &st) < 0 || !S_ISDIR(st.st_mode)) {
-		fprintf(stderr, "lazyimg mount: mountpoint %s: %s\n", fo.mountpoint,
-			errno && !S_ISDIR(st.st_mode) ? strerror(errno) : "not a directory");
+	/* the background server runs in /: every path it keeps must be absolute */
+	if (!realpath(argv[optind], mnt_real) || stat(mnt_real, &st) < 0 || !S_ISDIR(st.st_mode)) {
+		fprintf(stderr, "lazyimg mount: mountpoint %s: %s\n", argv[optind],
+			errno ? strerror(errno) : "not a directory");
 		return 1;
 	}
+	fo.mountpoint = mnt_real;
 	if (!blob_dir) {
 		const char *slash = strrchr(boot, '/');
 
@@ -167,11 +169,21 @@ int cmd_mount(int argc, char **argv)
 			 slash ? boot : ".");
 		blob_dir = dirbuf;
 	}
-	if (stat(blob_dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
+	if (!realpath(blob_dir, blob_real) || stat(blob_real, &st) < 0 || !S_ISDIR(st.st_mode)) {
 		fprintf(stderr, "lazyimg mount: --blob-dir %s: not a directory\n", blob_dir);
 		return 1;
 	}
-	ro.blob_dir = blob_dir;
+	ro.blob_dir = blob_real;
+	if (log_file && log_file[0] != '/') {
+		char cwd[PATH_MAX];
+
+		if (!getcwd(cwd, sizeof(cwd)) ||
+		    snprintf(log_real, sizeof(log_real), "%s/%s", cwd, log_file) >= (int)sizeof(log_real)) {
+			fprintf(stderr, "lazyimg mount: --log-file %s: path too long\n", log_file);
+			return 1;
+		}
+		log_file = log_real;
+	}
 	ret = rafs_open_file(boot, &ro, &fs);
 	if (ret) {
 		fprintf(stderr, "lazyimg mount: cannot use bootstrap %s: %s\n", boot, lz_strerror(ret));

@@ -13,6 +13,8 @@ static const struct cli_cmd cmds[] = {
 	{ "umount", "unmount a lazyimg mount and stop its server", cmd_umount },
 	{ "inspect", "print a bootstrap's superblock, blobs, tree and chunks", cmd_inspect },
 	{ "check", "read and verify every chunk of an image", cmd_check },
+	{ "convert", "build a RAFS image from a directory or a layer tarball", cmd_convert },
+	{ "merge", "merge layer bootstraps into one image bootstrap", cmd_merge },
 };
 
 static void usage(FILE *out)

@@ -1,0 +1,190 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#define LZ_MOD "cli"
+#include "lazyimg/codec.h"
+#include "lazyimg/rafs_build.h"
+#include "cli.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+static void convert_usage(FILE *out)
+{
+	fputs("usage: lazyimg convert [options] SRC OUTDIR\n"
+	      "\n"
+	      "Build a Nydus RAFS image from SRC: a directory, a layer tarball (.tar, .tar.gz,\n"
+	      "or .tar.zst, read as a stream), or '-' for a tar stream on stdin. OUTDIR gets\n"
+	      "image.boot and blobs/<blob-id>. The same input always gives the same bytes.\n"
+	      "\n"
+	      "  --fs-version 5|6          RAFS version (default 6)\n"
+	      "  --compressor zstd|lz4|none  chunk compression (default zstd)\n"
+	      "  --digester blake3|sha256  chunk digest (default blake3)\n"
+	      "  --chunk-size N            power of two, 4096 .. 16777216 (default 1048576;\n"
+	      "                            K/M suffixes accepted)\n"
+	      "  --prefetch-files FILE     paths (one per line) to put in the prefetch table\n"
+	      "  --aligned                 v6, uncompressed, chunks at 4 KiB-aligned blob\n"
+	      "                            offsets: the kernel's EROFS can mount the image\n"
+	      "                            with the blob as its device\n"
+	      "  --level N                 compression level\n"
+	      "  -q, --quiet               no progress output\n"
+	      "  -h, --help                this text\n", out);
+}
+
+static int parse_size(const char *s, uint32_t *out)
+{
+	char *end;
+	unsigned long long v = strtoull(s, &end, 0);
+
+	if (end == s)
+		return -1;
+	if (*end == 'K' || *end == 'k')
+		v <<= 10, end++;
+	else if (*end == 'M' || *end == 'm')
+		v <<= 20, end++;
+	if (*end || v > UINT32_MAX)
+		return -1;
+	*out = (uint32_t)v;
+	return 0;
+}
+
+int cmd_convert(int argc, char **argv)
+{
+	static const struct option lopts[] = {
+		{ "fs-version", required_argument, NULL, 'V' },
+		{ "compressor", required_argument, NULL, 'c' },
+		{ "digester", required_argument, NULL, 'd' },
+		{ "chunk-size", required_argument, NULL, 's' },
+		{ "prefetch-files", required_argument, NULL, 'p' },
+		{ "aligned", no_argument, NULL, 'a' },
+		{ "level", required_argument, NULL, 'l' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	struct rafs_build_opts o = { .fs_version = 6, .compressor = LZ_COMP_ZSTD,
+				     .digester = LZ_DIGEST_BLAKE3, .chunk_size = 1u << 20 };
+	struct rafs_build_result r;
+	bool quiet = false;
+	int c, ret;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "qh", lopts, NULL)) != -1) {
+		switch (c) {
+		case 'V':
+			if (strcmp(optarg, "5") && strcmp(optarg, "6")) {
+				fprintf(stderr, "lazyimg convert: --fs-version must be 5 or 6, not '%s'\n", optarg);
+				return 2;
+			}
+			o.fs_version = atoi(optarg);
+			break;
+		case 'c':
+			if (!strcmp(optarg, "zstd"))
+				o.compressor = LZ_COMP_ZSTD;
+			else if (!strcmp(optarg, "lz4") || !strcmp(optarg, "lz4_block"))
+				o.compressor = LZ_COMP_LZ4;
+			else if (!strcmp(optarg, "none"))
+				o.compressor = LZ_COMP_NONE;
+			else {
+				fprintf(stderr, "lazyimg convert: --compressor must be zstd, lz4 or none, not '%s'\n", optarg);
+				return 2;
+			}
+			break;
+		case 'd':
+			if (!strcmp(optarg, "blake3"))
+				o.digester = LZ_DIGEST_BLAKE3;
+			else if (!strcmp(optarg, "sha256"))
+				o.digester = LZ_DIGEST_SHA256;
+			else {
+				fprintf(stderr, "lazyimg convert: --digester must be blake3 or sha256, not '%s'\n", optarg);
+				return 2;
+			}
+			break;
+		case 's':
+			if (parse_size(optarg, &o.chunk_size) || o.chunk_size < 4096 ||
+			    o.chunk_size > (16u << 20) || (o.chunk_size & (o.chunk_size - 1))) {
+				fprintf(stderr, "lazyimg convert: --chunk-size '%s' is not a power of two from 4096 to 16M\n", optarg);
+				return 2;
+			}
+			break;
+		case 'p': o.prefetch_files = optarg; break;
+		case 'a': o.aligned = true; break;
+		case 'l': o.level = atoi(optarg); break;
+		case 'q': quiet = true; break;
+		case 'h': convert_usage(stdout); return 0;
+		default: convert_usage(stderr); return 2;
+		}
+	}
+	if (optind != argc - 2) {
+		fprintf(stderr, "lazyimg convert: expected SRC and OUTDIR\n");
+		convert_usage(stderr);
+		return 2;
+	}
+	if (o.aligned) {
+		if (o.fs_version != 6) {
+			fprintf(stderr, "lazyimg convert: --aligned needs --fs-version 6\n");
+			return 2;
+		}
+		o.compressor = LZ_COMP_NONE;
+	}
+	o.progress = !quiet && isatty(2);
+	ret = rafs_build(argv[optind], argv[optind + 1], &o, &r);
+	if (ret) {
+		fprintf(stderr, "lazyimg convert: %s: %s\n", argv[optind], lz_strerror(ret));
+		return 1;
+	}
+	if (!quiet)
+		printf("converted %s: %llu entries, %llu files, %llu bytes; %llu chunks (+%llu deduplicated); blob %s (%llu bytes); image.boot %llu bytes\n",
+		       argv[optind], (unsigned long long)r.entries, (unsigned long long)r.files,
+		       (unsigned long long)r.bytes_in, (unsigned long long)r.chunks,
+		       (unsigned long long)r.dedup_chunks, r.blob_id[0] ? r.blob_id : "(none)",
+		       (unsigned long long)r.blob_size, (unsigned long long)r.boot_size);
+	return 0;
+}
+
+static void merge_usage(FILE *out)
+{
+	fputs("usage: lazyimg merge [--fs-version 5|6] OUT BOOT...\n"
+	      "\n"
+	      "Merge layer bootstraps, lowest first, into one image bootstrap OUT: OCI\n"
+	      "whiteouts (.wh.NAME) delete, opaque directories (.wh..wh..opq) hide what\n"
+	      "lower layers had, upper entries win. OUT references every layer's blobs.\n"
+	      "  --fs-version 5|6   output version (default: that of the layers)\n"
+	      "  -h, --help         this text\n", out);
+}
+
+int cmd_merge(int argc, char **argv)
+{
+	static const struct option lopts[] = {
+		{ "fs-version", required_argument, NULL, 'V' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	int c, ret, ver = 0;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "h", lopts, NULL)) != -1) {
+		switch (c) {
+		case 'V':
+			if (strcmp(optarg, "5") && strcmp(optarg, "6")) {
+				fprintf(stderr, "lazyimg merge: --fs-version must be 5 or 6, not '%s'\n", optarg);
+				return 2;
+			}
+			ver = atoi(optarg);
+			break;
+		case 'h': merge_usage(stdout); return 0;
+		default: merge_usage(stderr); return 2;
+		}
+	}
+	if (argc - optind < 2) {
+		fprintf(stderr, "lazyimg merge: expected OUT and at least one BOOT\n");
+		merge_usage(stderr);
+		return 2;
+	}
+	ret = rafs_merge(argv[optind], (const char *const *)argv + optind + 1, (size_t)(argc - optind - 1), ver);
+	if (ret) {
+		fprintf(stderr, "lazyimg merge: %s\n", lz_strerror(ret));
+		return 1;
+	}
+	return 0;
+}
