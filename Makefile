@@ -43,6 +43,8 @@ FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_REPLAY := $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/tests/%)
 HELPER_SRCS := $(wildcard tests/tools/*.c)
 HELPER_BINS := $(HELPER_SRCS:tests/tools/%.c=$(BUILD)/tests/%)
+BENCH_SRCS := $(wildcard tests/bench/*.c)
+BENCH_BINS := $(BENCH_SRCS:tests/bench/%.c=$(BUILD)/bench/%)
 
 .PHONY: all test test-fast test-bins check unit integration fuzz bench demo deps clean help tsan
 
@@ -79,6 +81,11 @@ $(BUILD)/tests/%: tests/tools/%.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(ALL_CFLAGS) -o $@ $< $(LIB) $(LDLIBS_ALL)
 
+$(BUILD)/bench/%: tests/bench/%.c
+	$(call msg,LD,$@)
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(ALL_CFLAGS) -o $@ $< -lpthread
+
 test-bins: $(BIN) $(UNIT_BINS) $(FUZZ_REPLAY) $(HELPER_BINS)
 
 ## test: every test twice: a release build, then ASan+UBSan (build-san/)
@@ -112,7 +119,7 @@ fuzz:
 	done
 
 ## bench: print mount/read figures (see tests/bench.sh)
-bench: $(BIN) $(HELPER_BINS)
+bench: $(BIN) $(HELPER_BINS) $(BENCH_BINS)
 	@BUILD=$(BUILD) tests/bench.sh
 
 ## demo: mount a built-in example image and look around

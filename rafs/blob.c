@@ -166,6 +166,11 @@ int rafs_blobs_init(struct rafs *fs, const struct rafs_opts *opts)
 		pthread_mutex_init(&b->lock, NULL);
 		atomic_store(&b->fd, -1);
 		atomic_store(&b->ci, NULL);
+		if (b->chunk_count) {
+			b->verified = lz_calloc(LZ_DIV_ROUND_UP(b->chunk_count, 64u), sizeof(*b->verified));
+			if (!b->verified)
+				return -ENOMEM;
+		}
 		/* nydus names a blob by the file its inlined bootstrap came from */
 		if (opts && opts->inlined_blob_id && fs->version == 6 &&
 		    (((b->features & RAFS_BF_INLINED_FS_META) && !(b->features & RAFS_BF_SEPARATE)) ||
@@ -194,6 +199,7 @@ void rafs_blobs_exit(struct rafs *fs)
 		if (fd >= 0)
 			close(fd);
 		free(atomic_load(&b->ci));
+		free((void *)b->verified);
 		if (fs->slots)
 			pthread_mutex_destroy(&b->lock);
 	}
@@ -279,6 +285,31 @@ int rafs_read_chunk(struct rafs *fs, const struct img_chunk *c, void *out)
 	return 0;
 }
 
+/*
+ * Keyed by the chunk's index in its blob. The bootstrap is the root of trust
+ * (its digest is what a registry or the user vouches for); blobs are not.
+ */
+static bool chunk_verified(const struct rafs *fs, const struct img_chunk *c)
+{
+	const struct rafs_blob *b;
+
+	if (c->blob_index >= fs->nblobs)
+		return false;
+	b = &fs->blobs[c->blob_index];
+	if (!b->verified || c->index >= b->chunk_count)
+		return false;
+	return atomic_load_explicit(&b->verified[c->index / 64], memory_order_relaxed) >> (c->index % 64) & 1;
+}
+
+static void chunk_set_verified(struct rafs *fs, const struct img_chunk *c)
+{
+	struct rafs_blob *b = &fs->blobs[c->blob_index];
+
+	if (b->verified && c->index < b->chunk_count)
+		atomic_fetch_or_explicit(&b->verified[c->index / 64], 1ull << (c->index % 64),
+					 memory_order_relaxed);
+}
+
 int rafs_chunk_copy(struct rafs *fs, const struct img_chunk *c, uint64_t skip, void *dst, size_t n)
 {
 	struct rafs_cslot *s;
@@ -304,9 +335,9 @@ int rafs_chunk_copy(struct rafs *fs, const struct img_chunk *c, uint64_t skip, v
 	}
 	pthread_mutex_unlock(&s->lock);
 
-	if (!fs->validate && !(c->flags & (IMG_CHUNK_COMPRESSED | IMG_CHUNK_ZRAN | IMG_CHUNK_BATCH |
-					   IMG_CHUNK_ENCRYPTED))) {
-		/* raw and unverified: read the wanted bytes straight into the reply */
+	if (!(c->flags & (IMG_CHUNK_COMPRESSED | IMG_CHUNK_ZRAN | IMG_CHUNK_BATCH | IMG_CHUNK_ENCRYPTED)) &&
+	    (!fs->validate || chunk_verified(fs, c))) {
+		/* raw, and unverified by choice or verified once: read the wanted bytes into the reply */
 		if (c->blob_index >= fs->nblobs || c->compressed_size != c->uncompressed_size)
 			return -EFSCORRUPTED;
 		return blob_read(fs, c->blob_index, dst, n, c->compressed_offset + skip);
@@ -323,6 +354,8 @@ int rafs_chunk_copy(struct rafs *fs, const struct img_chunk *c, uint64_t skip, v
 		return ret;
 	}
 	memcpy(dst, t->out + skip, n);
+	if (!(c->flags & IMG_CHUNK_COMPRESSED))
+		chunk_set_verified(fs, c);
 	/* hand the decoded buffer to the cache slot and take its old one as scratch */
 	pthread_mutex_lock(&s->lock);
 	tmp = s->buf;

@@ -42,6 +42,8 @@ struct rafs_blob {
 	_Atomic int fd;                      /* -1 until opened; then constant */
 	struct rafs_ci *_Atomic ci;          /* v6: set once under lock */
 	uint32_t nci;                        /* protected by lock until ci is published */
+	/* raw chunks whose digest was checked once: later reads go straight to the blob */
+	_Atomic uint64_t *verified;          /* chunk_count bits, or NULL when unknown */
 	_Atomic long missing_log;            /* rate limit for "blob missing" */
 	_Atomic long bad_log;                /* rate limit for decode/digest errors */
 };

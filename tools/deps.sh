@@ -5,7 +5,7 @@ pkgs=(
 	build-essential pkg-config clang bc
 	libfuse3-dev fuse3 libcurl4-openssl-dev liburing-dev libzstd-dev liblz4-dev libssl-dev
 	zlib1g-dev libxxhash-dev libjson-c-dev
-	python3 b3sum attr tree erofs-utils util-linux kmod procps
+	python3 b3sum attr tree erofs-utils util-linux kmod procps debootstrap
 )
 missing=()
 for p in "${pkgs[@]}"; do
