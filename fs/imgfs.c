@@ -89,6 +89,10 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 				       FUSE_CAP_SPLICE_WRITE | FUSE_CAP_AUTO_INVAL_DATA);
 	/* the image is immutable: no need to re-check on every open */
 	conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+	/* attributes cost nothing extra here, so always send them with the names:
+	 * "auto" mode sends them for the first getdents only and then pays one
+	 * lookup round trip per remaining entry */
+	conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
 	conn->max_readahead = conn->max_readahead ? conn->max_readahead : IMGFS_MAX_READ;
 }
 
