@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <time.h>
 
 /* The image never changes under a mount, so the kernel may cache everything. */
 #define IMGFS_TIMEOUT 86400.0
@@ -21,6 +22,8 @@ struct imgfs {
 	bool mounted;
 	_Atomic uint64_t st_reads, st_read_bytes, st_read_errors, st_lookups, st_readdirs;
 	_Atomic long err_log;
+	_Atomic uint64_t lat[IMGFS_LAT_BUCKETS];
+	_Atomic uint64_t lat_max;
 	unsigned max_threads;
 };
 
@@ -220,9 +223,28 @@ static uint8_t *rbuf_get(size_t size)
 	return tl_rbuf;
 }
 
+static uint64_t mono_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static void record_latency(struct imgfs *fs, uint64_t us)
+{
+	unsigned b = us ? 63u - (unsigned)__builtin_clzll(us) : 0;
+	uint64_t m = atomic_load_explicit(&fs->lat_max, memory_order_relaxed);
+
+	atomic_fetch_add_explicit(&fs->lat[LZ_MIN(b, IMGFS_LAT_BUCKETS - 1u)], 1, memory_order_relaxed);
+	while (us > m && !atomic_compare_exchange_weak(&fs->lat_max, &m, us))
+		;
+}
+
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
 	struct imgfs *fs = fs_of(req);
+	uint64_t t0 = mono_us();
 	uint8_t *buf;
 	ssize_t n;
 
@@ -238,6 +260,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
 		return;
 	}
 	n = fs->img->ops->read(fs->img, ino, buf, size, (uint64_t)off);
+	record_latency(fs, mono_us() - t0);
 	if (n < 0) {
 		atomic_fetch_add_explicit(&fs->st_read_errors, 1, memory_order_relaxed);
 		/* reads never pass internal codes through: anything unexpected is EIO */
@@ -598,4 +621,25 @@ void imgfs_get_stats(const struct imgfs *fs, struct imgfs_stats *st)
 	st->read_errors = atomic_load(&fs->st_read_errors);
 	st->lookups = atomic_load(&fs->st_lookups);
 	st->readdirs = atomic_load(&fs->st_readdirs);
+	{
+		uint64_t total = 0, acc = 0;
+
+		for (int i = 0; i < IMGFS_LAT_BUCKETS; i++)
+			total += st->lat[i] = atomic_load(&fs->lat[i]);
+		st->lat_p50_us = st->lat_p90_us = st->lat_p99_us = 0;
+		/* report each percentile as the upper edge of its bucket */
+		for (int i = 0; i < IMGFS_LAT_BUCKETS && total; i++) {
+			acc += st->lat[i];
+			if (!st->lat_p50_us && acc * 100 >= total * 50)
+				st->lat_p50_us = 2ull << i;
+			if (!st->lat_p90_us && acc * 100 >= total * 90)
+				st->lat_p90_us = 2ull << i;
+			if (!st->lat_p99_us && acc * 100 >= total * 99)
+				st->lat_p99_us = 2ull << i;
+		}
+		st->lat_max_us = atomic_load(&fs->lat_max);
+		st->lat_p50_us = LZ_MIN(st->lat_p50_us, st->lat_max_us);
+		st->lat_p90_us = LZ_MIN(st->lat_p90_us, st->lat_max_us);
+		st->lat_p99_us = LZ_MIN(st->lat_p99_us, st->lat_max_us);
+	}
 }

@@ -186,6 +186,8 @@ int rafs_blobs_init(struct rafs *fs, const struct rafs_opts *opts)
 	if (opts) {
 		fs->backend = opts->backend;
 		fs->backend_ctx = opts->backend_ctx;
+		fs->cache = opts->cache;
+		fs->cache_ctx = opts->cache_ctx;
 	}
 	return 0;
 }
@@ -229,7 +231,7 @@ static int unsupported(struct rafs *fs, const struct img_chunk *c)
 	return -EOPNOTSUPP;
 }
 
-int rafs_read_chunk(struct rafs *fs, const struct img_chunk *c, void *out)
+static int fetch_chunk(struct rafs *fs, const struct img_chunk *c, void *out)
 {
 	struct rafs_blob *b;
 	struct tl_bufs *t;
@@ -335,7 +337,8 @@ int rafs_chunk_copy(struct rafs *fs, const struct img_chunk *c, uint64_t skip, v
 	}
 	pthread_mutex_unlock(&s->lock);
 
-	if (!(c->flags & (IMG_CHUNK_COMPRESSED | IMG_CHUNK_ZRAN | IMG_CHUNK_BATCH | IMG_CHUNK_ENCRYPTED)) &&
+	if (!fs->cache &&
+	    !(c->flags & (IMG_CHUNK_COMPRESSED | IMG_CHUNK_ZRAN | IMG_CHUNK_BATCH | IMG_CHUNK_ENCRYPTED)) &&
 	    (!fs->validate || chunk_verified(fs, c))) {
 		/* raw, and unverified by choice or verified once: read the wanted bytes into the reply */
 		if (c->blob_index >= fs->nblobs || c->compressed_size != c->uncompressed_size)
@@ -369,6 +372,24 @@ int rafs_chunk_copy(struct rafs *fs, const struct img_chunk *c, uint64_t skip, v
 	t->out = tmp;
 	t->out_cap = tmp ? tcap : 0;
 	return 0;
+}
+
+int rafs_read_chunk(struct rafs *fs, const struct img_chunk *c, void *out)
+{
+	int ret;
+
+	if (!fs->cache || (c->flags & IMG_CHUNK_HOLE))
+		return fetch_chunk(fs, c, out);
+	ret = fs->cache->begin(fs->cache_ctx, c->blob_index, c, out);
+	if (ret == 1) {
+		atomic_fetch_add(&fs->st_hits, 1);
+		return 0;
+	}
+	if (ret < 0)
+		return ret;
+	ret = fetch_chunk(fs, c, out);
+	fs->cache->done(fs->cache_ctx, c->blob_index, c, out, ret);
+	return ret;
 }
 
 /* Fill a v6 blob's CI array from the bootstrap chunk table. */

@@ -97,6 +97,8 @@ struct rafs {
 	char *blob_dir;
 	const struct rafs_backend_ops *backend;
 	void *backend_ctx;
+	const struct rafs_cache_ops *cache;
+	void *cache_ctx;
 
 	struct rafs_cslot *slots;
 	size_t nslots;

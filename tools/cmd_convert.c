@@ -2,16 +2,19 @@
 #define LZ_MOD "cli"
 #include "lazyimg/codec.h"
 #include "lazyimg/rafs_build.h"
+#include "lazyimg/reg.h"
 #include "cli.h"
 
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static void convert_usage(FILE *out)
 {
 	fputs("usage: lazyimg convert [options] SRC OUTDIR\n"
+	      "       lazyimg convert [options] [--insecure] SRC_REF DST_REF\n"
 	      "\n"
 	      "Build a Nydus RAFS image from SRC: a directory, a layer tarball (.tar, .tar.gz,\n"
 	      "or .tar.zst, read as a stream), or '-' for a tar stream on stdin. OUTDIR gets\n"
@@ -27,6 +30,10 @@ static void convert_usage(FILE *out)
 	      "                            offsets: the kernel's EROFS can mount the image\n"
 	      "                            with the blob as its device\n"
 	      "  --level N                 compression level\n"
+	      "  --insecure                registries over plain HTTP (SRC_REF/DST_REF form:\n"
+	      "                            pull an OCI image, convert every layer, merge, and\n"
+	      "                            push a nydus image with the annotations nydus uses)\n"
+	      "  --work-dir DIR            scratch space for registry conversion\n"
 	      "  -q, --quiet               no progress output\n"
 	      "  -h, --help                this text\n", out);
 }
@@ -59,12 +66,17 @@ int cmd_convert(int argc, char **argv)
 		{ "aligned", no_argument, NULL, 'a' },
 		{ "level", required_argument, NULL, 'l' },
 		{ "quiet", no_argument, NULL, 'q' },
+		{ "insecure", no_argument, NULL, 'I' },
+		{ "work-dir", required_argument, NULL, 'W' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
 	struct rafs_build_opts o = { .fs_version = 6, .compressor = LZ_COMP_ZSTD,
 				     .digester = LZ_DIGEST_BLAKE3, .chunk_size = 1u << 20 };
 	struct rafs_build_result r;
+	struct reg_opts rgo = { 0 };
+	const char *work = NULL;
+	struct stat st;
 	bool quiet = false;
 	int c, ret;
 
@@ -111,6 +123,8 @@ int cmd_convert(int argc, char **argv)
 		case 'a': o.aligned = true; break;
 		case 'l': o.level = atoi(optarg); break;
 		case 'q': quiet = true; break;
+		case 'I': rgo.insecure = true; break;
+		case 'W': work = optarg; break;
 		case 'h': convert_usage(stdout); return 0;
 		default: convert_usage(stderr); return 2;
 		}
@@ -128,6 +142,38 @@ int cmd_convert(int argc, char **argv)
 		o.compressor = LZ_COMP_NONE;
 	}
 	o.progress = !quiet && isatty(2);
+	if (strcmp(argv[optind], "-") && stat(argv[optind], &st) < 0 && strchr(argv[optind], '/')) {
+		/* SRC is no local path: registry to registry */
+		struct reg_ref sref, dref;
+		struct reg_client *sc = NULL, *dc = NULL;
+		char wbuf[64];
+
+		if (reg_ref_parse(argv[optind], &sref) || reg_ref_parse(argv[optind + 1], &dref)) {
+			fprintf(stderr, "lazyimg convert: %s is neither a local path nor an image reference\n",
+				argv[optind]);
+			return 2;
+		}
+		reg_global_init();
+		if (!work) {
+			snprintf(wbuf, sizeof(wbuf), "/tmp/lazyimg-convert.XXXXXX");
+			work = mkdtemp(wbuf);
+		}
+		ret = work ? reg_client_new(&sref, &rgo, &sc) : -errno;
+		if (!ret)
+			ret = reg_client_new(&dref, &rgo, &dc);
+		if (!ret)
+			ret = reg_convert_image(sc, dc, dref.tag[0] ? dref.tag : "latest", &o, work);
+		reg_client_free(sc);
+		reg_client_free(dc);
+		if (ret) {
+			fprintf(stderr, "lazyimg convert: %s -> %s: %s\n", argv[optind], argv[optind + 1],
+				lz_strerror(ret));
+			return 1;
+		}
+		if (!quiet)
+			printf("converted %s -> %s\n", argv[optind], argv[optind + 1]);
+		return 0;
+	}
 	ret = rafs_build(argv[optind], argv[optind + 1], &o, &r);
 	if (ret) {
 		fprintf(stderr, "lazyimg convert: %s: %s\n", argv[optind], lz_strerror(ret));

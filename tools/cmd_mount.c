@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #define LZ_MOD "cli"
 #include "lazyimg/imgfs.h"
+#include "lazyimg/ctl.h"
 #include "lazyimg/rafs.h"
+#include "lazyimg/snap.h"
 #include "cli.h"
 
 #include <fcntl.h>
@@ -44,12 +46,24 @@ int cli_log_level(const char *s)
 
 static void mount_usage(FILE *out)
 {
-	fputs("usage: lazyimg mount --bootstrap FILE [--blob-dir DIR] [options] MOUNTPOINT\n"
+	fputs("usage: lazyimg mount [options] REF MOUNTPOINT\n"
+	      "       lazyimg mount --bootstrap FILE [--blob-dir DIR] [options] MOUNTPOINT\n"
 	      "\n"
-	      "Mount a Nydus RAFS v5/v6 image read-only over FUSE. Returns once the mount is\n"
-	      "ready; the server keeps running in the background until 'lazyimg umount'.\n"
-	      "FILE may also be a data blob with its bootstrap inlined (RAFS ToC).\n"
+	      "Mount a Nydus RAFS v5/v6 image read-only over FUSE, either straight from a\n"
+	      "registry (REF = host[:port]/repo[:tag|@sha256:...], chunks fetched as they\n"
+	      "are read) or from local files. Returns once the mount is ready; the server\n"
+	      "keeps running in the background until 'lazyimg umount'. FILE may also be a\n"
+	      "data blob with its bootstrap inlined (RAFS ToC).\n"
 	      "\n"
+	      "  --cache-dir DIR        bootstraps and blob cache (default /var/lib/lazyimg/cache)\n"
+	      "  --insecure             plain HTTP registry, no TLS verification\n"
+	      "  --ca-file FILE         CA bundle to verify the registry with\n"
+	      "  --auth-file FILE       docker config.json with credentials\n"
+	      "                         (default ~/.docker/config.json; also\n"
+	      "                         LAZYIMG_REGISTRY_USER/LAZYIMG_REGISTRY_PASSWORD)\n"
+	      "  --mirror URL           try this mirror/proxy first (repeatable, in order)\n"
+	      "  --timeout SECONDS      stall timeout of one registry request (default 30)\n"
+	      "  --retries N            retries of a failed request (default 4)\n"
 	      "  -b, --bootstrap FILE   the RAFS bootstrap (image.boot)\n"
 	      "  -B, --blob-dir DIR     directory of data blobs named by blob id\n"
 	      "                         (default: the bootstrap's directory)\n"
@@ -98,6 +112,52 @@ static void install_signals(void)
 	signal(SIGPIPE, SIG_IGN);
 }
 
+struct stats_ctx {
+	struct imgfs *fs;
+	struct rafs *rafs;
+	struct snap_source *src;
+};
+
+/* GET /stats: the JSON `lazyimg stats` prints; keys are a stable contract */
+static int stats_handler(void *arg, const char *method, const char *path, const char *body,
+			 size_t len, int *status, char **out)
+{
+	struct stats_ctx *sc = arg;
+	struct imgfs_stats is;
+	struct snap_stats ss = { 0 };
+
+	if (strcmp(path, "/stats") && strcmp(path, "/api/v1/stats")) {
+		*status = 404;
+		return asprintf(out, "{\"error\":\"no such endpoint: %s\"}", path) < 0 ? -ENOMEM : 0;
+	}
+	imgfs_get_stats(sc->fs, &is);
+	if (sc->src) {
+		snap_source_stats(sc->src, &ss);
+	} else if (sc->rafs) {
+		struct rafs_stats rs;
+
+		rafs_get_stats(sc->rafs, &rs);
+		ss.backend_bytes = rs.backend_bytes;
+		ss.backend_requests = rs.backend_reads;
+		ss.cache_hits = rs.chunk_cache_hits;
+		ss.cache_misses = rs.chunk_fills;
+		ss.chunk_errors = rs.errors;
+	}
+	*status = 200;
+	return asprintf(out,
+			"{\"backend_bytes\":%llu,\"backend_requests\":%llu,\"cache_hits\":%llu,"
+			"\"cache_misses\":%llu,\"prefetch_bytes\":%llu,\"chunk_errors\":%llu,"
+			"\"reads\":%llu,\"read_bytes\":%llu,\"read_errors\":%llu,\"lookups\":%llu,"
+			"\"read_latency_us\":{\"p50\":%llu,\"p90\":%llu,\"p99\":%llu,\"max\":%llu}}\n",
+			(unsigned long long)ss.backend_bytes, (unsigned long long)ss.backend_requests,
+			(unsigned long long)ss.cache_hits, (unsigned long long)ss.cache_misses,
+			(unsigned long long)ss.prefetch_bytes, (unsigned long long)ss.chunk_errors,
+			(unsigned long long)is.reads, (unsigned long long)is.read_bytes,
+			(unsigned long long)is.read_errors, (unsigned long long)is.lookups,
+			(unsigned long long)is.lat_p50_us, (unsigned long long)is.lat_p90_us,
+			(unsigned long long)is.lat_p99_us, (unsigned long long)is.lat_max_us) < 0 ? -ENOMEM : 0;
+}
+
 int cmd_mount(int argc, char **argv)
 {
 	static const struct option lopts[] = {
@@ -110,9 +170,21 @@ int cmd_mount(int argc, char **argv)
 		{ "allow-other", no_argument, NULL, 'A' },
 		{ "threads", required_argument, NULL, 'T' },
 		{ "debug", no_argument, NULL, 'D' },
+		{ "cache-dir", required_argument, NULL, 'C' },
+		{ "insecure", no_argument, NULL, 'I' },
+		{ "ca-file", required_argument, NULL, 'a' },
+		{ "auth-file", required_argument, NULL, 'u' },
+		{ "mirror", required_argument, NULL, 'm' },
+		{ "timeout", required_argument, NULL, 't' },
+		{ "retries", required_argument, NULL, 'r' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
+	struct snap_source_opts so = { .cache_dir = "/var/lib/lazyimg/cache", .validate = true };
+	struct snap_source *src = NULL;
+	struct image *img = NULL;
+	struct lz_ctl *ctl = NULL;
+	char sockpath[PATH_MAX];
 	struct rafs_opts ro = { .validate = true };
 	struct imgfs_opts fo = { 0 };
 	const char *boot = NULL, *blob_dir = NULL, *log_file = NULL;
@@ -142,19 +214,31 @@ int cmd_mount(int argc, char **argv)
 		case 'A': fo.allow_other = true; break;
 		case 'T': fo.max_threads = (unsigned)atoi(optarg); break;
 		case 'D': fo.debug = true; fg = true; break;
+		case 'C': so.cache_dir = optarg; break;
+		case 'I': so.reg.insecure = true; break;
+		case 'a': so.reg.ca_file = optarg; break;
+		case 'u': so.reg.auth_file = optarg; break;
+		case 'm':
+			if (so.reg.nmirrors >= REG_MAX_MIRRORS) {
+				fprintf(stderr, "lazyimg mount: at most %d --mirror\n", REG_MAX_MIRRORS);
+				return 2;
+			}
+			so.reg.mirrors[so.reg.nmirrors++] = optarg;
+			break;
+		case 't': so.reg.timeout_s = atoi(optarg); break;
+		case 'r': so.reg.retries = atoi(optarg) ? atoi(optarg) : -1; break;
 		case 'h': mount_usage(stdout); return 0;
 		default: mount_usage(stderr); return 2;
 		}
 	}
-	if (optind != argc - 1) {
-		fprintf(stderr, "lazyimg mount: expected exactly one MOUNTPOINT\n");
+	if (boot ? optind != argc - 1 : optind != argc - 2) {
+		fprintf(stderr, boot ? "lazyimg mount: expected exactly one MOUNTPOINT\n" :
+				       "lazyimg mount: expected REF and MOUNTPOINT (or --bootstrap FILE MOUNTPOINT)\n");
 		mount_usage(stderr);
 		return 2;
 	}
-	if (!boot) {
-		fprintf(stderr, "lazyimg mount: --bootstrap FILE is required (mounting by registry reference is not built yet)\n");
-		return 2;
-	}
+	if (!boot)
+		optind++; /* argv[optind - 1] is the reference */
 	/* the background server runs in /: every path it keeps must be absolute */
 	if (!realpath(argv[optind], mnt_real) || stat(mnt_real, &st) < 0 || !S_ISDIR(st.st_mode)) {
 		fprintf(stderr, "lazyimg mount: mountpoint %s: %s\n", argv[optind],
@@ -162,6 +246,18 @@ int cmd_mount(int argc, char **argv)
 		return 1;
 	}
 	fo.mountpoint = mnt_real;
+	if (!boot) {
+		reg_global_init();
+		so.validate = ro.validate;
+		ret = snap_source_open(argv[optind - 1], &so, &src);
+		if (ret) {
+			fprintf(stderr, "lazyimg mount: %s: %s\n", argv[optind - 1],
+				ret == -EMEDIUMTYPE ? "not a nydus image (see the message above)" : lz_strerror(ret));
+			return 1;
+		}
+		img = snap_source_image(src);
+		goto opened;
+	}
 	if (!blob_dir) {
 		const char *slash = strrchr(boot, '/');
 
@@ -189,13 +285,16 @@ int cmd_mount(int argc, char **argv)
 		fprintf(stderr, "lazyimg mount: cannot use bootstrap %s: %s\n", boot, lz_strerror(ret));
 		return 1;
 	}
+	img = rafs_image(fs);
+opened:
 	ret = cli_runtime_path(fo.mountpoint, "pid", pidpath, sizeof(pidpath));
+	if (!ret)
+		ret = cli_runtime_path(fo.mountpoint, "sock", sockpath, sizeof(sockpath));
 	if (!ret)
 		ret = cli_runtime_path(fo.mountpoint, "log", logpath, sizeof(logpath));
 	if (ret) {
 		fprintf(stderr, "lazyimg mount: runtime directory %s: %s\n", RUNTIME_DIR, strerror(-ret));
-		rafs_close(fs);
-		return 1;
+		goto fail;
 	}
 	if (!log_file)
 		log_file = logpath;
@@ -203,14 +302,12 @@ int cmd_mount(int argc, char **argv)
 	if (!fg) {
 		if (pipe2(pfd, O_CLOEXEC) < 0) {
 			perror("lazyimg mount: pipe");
-			rafs_close(fs);
-			return 1;
+			goto fail;
 		}
 		pid = fork();
 		if (pid < 0) {
 			perror("lazyimg mount: fork");
-			rafs_close(fs);
-			return 1;
+			goto fail;
 		}
 		if (pid > 0) {
 			char msg[512];
@@ -254,7 +351,7 @@ int cmd_mount(int argc, char **argv)
 			_exit(1);
 	}
 	install_signals();
-	ret = imgfs_mount(rafs_image(fs), &fo, &g_fs);
+	ret = imgfs_mount(img, &fo, &g_fs);
 	if (ret) {
 		if (pfd[1] >= 0) {
 			char msg[256];
@@ -264,8 +361,14 @@ int cmd_mount(int argc, char **argv)
 		} else {
 			fprintf(stderr, "lazyimg mount: cannot mount on %s\n", fo.mountpoint);
 		}
-		rafs_close(fs);
-		return 1;
+		goto fail;
+	}
+	{
+		static struct stats_ctx sc;
+
+		sc = (struct stats_ctx){ .fs = g_fs, .rafs = fs, .src = src };
+		if (lz_ctl_start(sockpath, stats_handler, &sc, &ctl))
+			lz_warn("no control socket at %s: lazyimg stats will not work", sockpath);
 	}
 	{
 		FILE *pf = fopen(pidpath, "we");
@@ -275,18 +378,24 @@ int cmd_mount(int argc, char **argv)
 			fclose(pf);
 		}
 	}
-	lz_info("mounted %s (%s) on %s", boot, rafs_image(fs)->format, fo.mountpoint);
+	lz_info("mounted %s (%s) on %s", boot ? boot : argv[optind - 1], img->format, fo.mountpoint);
 	if (pfd[1] >= 0) {
 		write_all(pfd[1], "+", 1);
 		close(pfd[1]);
 	}
 	ret = imgfs_run(g_fs);
+	lz_ctl_stop(ctl);
 	imgfs_destroy(g_fs);
 	g_fs = NULL;
 	rafs_close(fs);
+	snap_source_close(src);
 	unlink(pidpath);
 	lz_info("server for %s stopped", fo.mountpoint);
 	return ret ? 1 : 0;
+fail:
+	rafs_close(fs);
+	snap_source_close(src);
+	return 1;
 }
 
 static void umount_usage(FILE *out)
@@ -352,5 +461,43 @@ int cmd_umount(int argc, char **argv)
 			argv[optind], (int)pid);
 		return 1;
 	}
+	return 0;
+}
+
+static void stats_usage(FILE *out)
+{
+	fputs("usage: lazyimg stats MOUNTPOINT\n"
+	      "\n"
+	      "Print the running server's counters as JSON: backend_bytes, backend_requests,\n"
+	      "cache_hits, cache_misses, prefetch_bytes, chunk_errors, reads, read_bytes,\n"
+	      "read_errors, lookups, read_latency_us {p50, p90, p99, max}.\n", out);
+}
+
+int cmd_stats(int argc, char **argv)
+{
+	char sock[PATH_MAX], *body = NULL;
+	int st;
+
+	if (argc == 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
+		stats_usage(stdout);
+		return 0;
+	}
+	if (argc != 2) {
+		stats_usage(stderr);
+		return 2;
+	}
+	if (cli_runtime_path(argv[1], "sock", sock, sizeof(sock))) {
+		fprintf(stderr, "lazyimg stats: %s: %s\n", argv[1], strerror(errno));
+		return 1;
+	}
+	st = lz_ctl_request(sock, "GET", "/stats", NULL, &body, NULL);
+	if (st != 200) {
+		fprintf(stderr, "lazyimg stats: %s: no lazyimg server answers there (%s)\n", argv[1],
+			st < 0 ? strerror(-st) : "bad status");
+		free(body);
+		return 1;
+	}
+	fputs(body, stdout);
+	free(body);
 	return 0;
 }

@@ -11,6 +11,7 @@
 static const struct cli_cmd cmds[] = {
 	{ "mount", "mount an image read-only over FUSE", cmd_mount },
 	{ "umount", "unmount a lazyimg mount and stop its server", cmd_umount },
+	{ "stats", "print a running mount's counters as JSON", cmd_stats },
 	{ "inspect", "print a bootstrap's superblock, blobs, tree and chunks", cmd_inspect },
 	{ "check", "read and verify every chunk of an image", cmd_check },
 	{ "convert", "build a RAFS image from a directory or a layer tarball", cmd_convert },

@@ -19,8 +19,12 @@ struct imgfs_opts {
 	unsigned max_threads;   /* 0: libfuse default */
 };
 
+#define IMGFS_LAT_BUCKETS 32  /* read latency histogram: bucket i holds [2^i, 2^(i+1)) us */
+
 struct imgfs_stats {
 	uint64_t reads, read_bytes, read_errors, lookups, readdirs;
+	uint64_t lat[IMGFS_LAT_BUCKETS];
+	uint64_t lat_p50_us, lat_p90_us, lat_p99_us, lat_max_us;
 };
 
 /* Create the session and mount it. The image stays owned by the caller and

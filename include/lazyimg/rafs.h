@@ -24,6 +24,17 @@ struct rafs_backend_ops {
 		    uint64_t off);
 };
 
+/*
+ * A cache of verified, uncompressed chunks in front of the backend. begin()
+ * returns 1 when it filled buf from the cache, 0 when the caller must fetch
+ * (and then must call done() with the verified data or the error: this is
+ * the single-flight contract), or a negative errno.
+ */
+struct rafs_cache_ops {
+	int (*begin)(void *ctx, unsigned blob_index, const struct img_chunk *c, void *buf);
+	void (*done)(void *ctx, unsigned blob_index, const struct img_chunk *c, const void *buf, int err);
+};
+
 struct rafs_opts {
 	const char *blob_dir;      /* localfs backend directory (may be NULL: no data) */
 	bool validate;             /* verify chunk digests on every cache fill */
@@ -32,6 +43,8 @@ struct rafs_opts {
 	const char *inlined_blob_id;
 	const struct rafs_backend_ops *backend; /* NULL: localfs */
 	void *backend_ctx;
+	const struct rafs_cache_ops *cache;
+	void *cache_ctx;
 	size_t chunk_cache_slots;  /* decoded-chunk cache slots; 0: default */
 };
 

@@ -1,0 +1,32 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#ifndef LAZYIMG_SNAP_INT_H
+#define LAZYIMG_SNAP_INT_H
+
+#include <stdatomic.h>
+
+#include "lazyimg/rafs.h"
+#include "lazyimg/snap.h"
+
+struct bcache;
+struct bcache_blob;
+
+struct snap_source {
+	struct snap_source_opts o;
+	struct reg_ref ref;
+	struct reg_client *reg;
+	struct reg_manifest man;
+	struct rafs *fs;
+	struct bcache *cache;
+	struct bcache_blob **blobs;    /* per rafs blob index, opened at attach */
+	uint32_t nblobs;
+	_Atomic uint64_t hits, misses, errors, prefetch_bytes;
+};
+
+/* cache glue (cache.c) */
+int snap_cache_init(struct snap_source *s);
+void snap_cache_rafs_opts(struct snap_source *s, struct rafs_opts *ro);
+int snap_cache_attach(struct snap_source *s);
+void snap_cache_stats(const struct snap_source *s, struct snap_stats *st);
+void snap_cache_exit(struct snap_source *s);
+
+#endif
