@@ -6,6 +6,7 @@ pkgs=(
 	libfuse3-dev fuse3 libcurl4-openssl-dev liburing-dev libzstd-dev liblz4-dev libssl-dev
 	zlib1g-dev libxxhash-dev libjson-c-dev
 	python3 b3sum attr tree erofs-utils util-linux kmod procps debootstrap
+	docker-registry skopeo jq apache2-utils curl openssl
 )
 missing=()
 for p in "${pkgs[@]}"; do
