@@ -1,19 +1,142 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #define LZ_MOD "source"
+#include "lazyimg/bcache.h"
 #include "snap_int.h"
 
-/* No blob cache yet: every chunk comes from the registry. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+
+/* a FUSE worker never waits longer than this for another thread's fetch */
+#define SNAP_DEFAULT_FETCH_TIMEOUT_MS 60000
+
+static _Thread_local bool tl_prefetching;
+
+void snap_cache_set_prefetch_thread(bool on)
+{
+	tl_prefetching = on;
+}
+
+static struct bcache_blob *blob_for(struct snap_source *s, unsigned bi, const struct img_chunk *c)
+{
+	struct bcache_blob *b;
+
+	if (!s->blobs || bi >= s->nblobs || !(b = s->blobs[bi]))
+		return NULL;
+	/* a chunk the cache geometry cannot hold is fetched uncached */
+	if (c->index >= s->blob_chunks[bi] ||
+	    !lz_range_ok(c->uncompressed_offset, c->uncompressed_size, s->blob_space[bi]))
+		return NULL;
+	return b;
+}
+
+static int cache_begin(void *ctx, unsigned bi, const struct img_chunk *c, void *buf)
+{
+	struct snap_source *s = ctx;
+	struct bcache_blob *b = blob_for(s, bi, c);
+	int ret;
+
+	if (!tl_prefetching)
+		atomic_fetch_add(&s->ondemand, 1);
+	if (!b) {
+		atomic_fetch_add(&s->misses, 1);
+		return 0;
+	}
+	ret = bcache_chunk_claim(b, c->index, s->o.fetch_timeout_ms ? s->o.fetch_timeout_ms :
+						       SNAP_DEFAULT_FETCH_TIMEOUT_MS);
+	if (ret == 0) {
+		ret = bcache_read(b, buf, c->uncompressed_size, c->uncompressed_offset);
+		if (!tl_prefetching)
+			atomic_fetch_sub(&s->ondemand, 1);
+		if (ret)
+			return ret;
+		atomic_fetch_add(&s->hits, 1);
+		return 1;
+	}
+	if (ret == 1) {
+		atomic_fetch_add(&s->misses, 1);
+		return 0;
+	}
+	if (!tl_prefetching)
+		atomic_fetch_sub(&s->ondemand, 1);
+	if (ret == -ETIMEDOUT)
+		lz_err("blob %d chunk %u: another reader's fetch did not finish in time", (int)bi, c->index);
+	return ret;
+}
+
+static void cache_done(void *ctx, unsigned bi, const struct img_chunk *c, const void *buf, int err)
+{
+	struct snap_source *s = ctx;
+	struct bcache_blob *b = blob_for(s, bi, c);
+
+	if (!tl_prefetching)
+		atomic_fetch_sub(&s->ondemand, 1);
+	if (err)
+		atomic_fetch_add(&s->errors, 1);
+	else if (tl_prefetching)
+		atomic_fetch_add(&s->prefetch_bytes, c->compressed_size);
+	if (!b)
+		return;
+	if (err)
+		bcache_chunk_abort(b, c->index, err);
+	else if (bcache_chunk_fill(b, c->index, buf, c->uncompressed_size, c->uncompressed_offset))
+		lz_warn("chunk %u could not be stored in the cache; it will be fetched again", c->index);
+}
+
+static const struct rafs_cache_ops cache_ops = {
+	.begin = cache_begin,
+	.done = cache_done,
+};
+
 int snap_cache_init(struct snap_source *s)
 {
-	return 0;
+	char dir[4200];
+	int ret;
+
+	snprintf(dir, sizeof(dir), "%s/blobs", s->o.cache_dir);
+	ret = bcache_open(dir, s->o.cache_max, &s->cache);
+	if (ret == -EBUSY)
+		lz_err("cache directory %s is in use by another lazyimg process: give this mount its own --cache-dir",
+		       dir);
+	else if (ret)
+		lz_err("cannot open the blob cache in %s: %s", dir, lz_strerror(ret));
+	return ret;
 }
 
 void snap_cache_rafs_opts(struct snap_source *s, struct rafs_opts *ro)
 {
+	ro->cache = &cache_ops;
+	ro->cache_ctx = s;
 }
 
 int snap_cache_attach(struct snap_source *s)
 {
+	struct rafs_info in;
+
+	rafs_get_info(s->fs, &in);
+	s->nblobs = in.nblobs;
+	s->blobs = lz_calloc(in.nblobs ? in.nblobs : 1, sizeof(*s->blobs));
+	s->blob_space = lz_calloc(in.nblobs ? in.nblobs : 1, sizeof(*s->blob_space));
+	s->blob_chunks = lz_calloc(in.nblobs ? in.nblobs : 1, sizeof(*s->blob_chunks));
+	if (!s->blobs || !s->blob_space || !s->blob_chunks)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < in.nblobs; i++) {
+		struct rafs_blob_info bi;
+		int ret;
+
+		rafs_get_blob(s->fs, i, &bi);
+		if (!bi.chunk_count || !bi.uncompressed_size) {
+			lz_warn("blob %s: no chunk count or size in the bootstrap; it is read uncached", bi.id);
+			continue;
+		}
+		ret = bcache_blob_open(s->cache, bi.id, bi.uncompressed_size, bi.chunk_count, &s->blobs[i]);
+		if (ret) {
+			lz_err("blob %s: cannot open its cache files: %s", bi.id, lz_strerror(ret));
+			return ret;
+		}
+		s->blob_space[i] = bi.uncompressed_size;
+		s->blob_chunks[i] = bi.chunk_count;
+	}
 	return 0;
 }
 
@@ -27,4 +150,12 @@ void snap_cache_stats(const struct snap_source *s, struct snap_stats *st)
 
 void snap_cache_exit(struct snap_source *s)
 {
+	for (uint32_t i = 0; s->blobs && i < s->nblobs; i++)
+		bcache_blob_put(s->blobs[i]);
+	free(s->blobs);
+	free(s->blob_space);
+	free(s->blob_chunks);
+	s->blobs = NULL;
+	bcache_close(s->cache);
+	s->cache = NULL;
 }

@@ -2,6 +2,7 @@
 #ifndef LAZYIMG_SNAP_INT_H
 #define LAZYIMG_SNAP_INT_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 
 #include "lazyimg/rafs.h"
@@ -17,9 +18,15 @@ struct snap_source {
 	struct reg_manifest man;
 	struct rafs *fs;
 	struct bcache *cache;
-	struct bcache_blob **blobs;    /* per rafs blob index, opened at attach */
+	struct bcache_blob **blobs;    /* per rafs blob index, opened at attach; NULL: uncached */
+	uint64_t *blob_space;          /* cache geometry per blob */
+	uint32_t *blob_chunks;
 	uint32_t nblobs;
 	_Atomic uint64_t hits, misses, errors, prefetch_bytes;
+	_Atomic int ondemand;          /* reader fetches in flight: prefetch yields to them */
+	pthread_t prefetch_th;
+	bool prefetch_running;
+	_Atomic bool stop;
 };
 
 /* cache glue (cache.c) */
@@ -28,5 +35,8 @@ void snap_cache_rafs_opts(struct snap_source *s, struct rafs_opts *ro);
 int snap_cache_attach(struct snap_source *s);
 void snap_cache_stats(const struct snap_source *s, struct snap_stats *st);
 void snap_cache_exit(struct snap_source *s);
+void snap_cache_set_prefetch_thread(bool on);
+int snap_prefetch_start(struct snap_source *s);
+void snap_prefetch_stop(struct snap_source *s);
 
 #endif

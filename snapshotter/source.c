@@ -85,9 +85,6 @@ int snap_source_open(const char *refstr, const struct snap_source_opts *opts, st
 		if (ret)
 			goto err;
 	}
-	ret = snap_cache_init(s);
-	if (ret)
-		goto err;
 	ro.validate = opts->validate;
 	ro.backend = &registry_backend;
 	ro.backend_ctx = s;
@@ -97,13 +94,21 @@ int snap_source_open(const char *refstr, const struct snap_source_opts *opts, st
 		lz_err("bootstrap of %s (layer %s) is not usable", refstr, boot->digest);
 		goto err;
 	}
-	ret = snap_cache_attach(s);
-	if (ret)
-		goto err;
 	*out = s;
 	return 0;
 err:
 	snap_source_close(s);
+	return ret;
+}
+
+int snap_source_start(struct snap_source *s)
+{
+	int ret = snap_cache_init(s);
+
+	if (!ret)
+		ret = snap_cache_attach(s);
+	if (!ret)
+		ret = snap_prefetch_start(s);
 	return ret;
 }
 
@@ -132,6 +137,7 @@ void snap_source_close(struct snap_source *s)
 {
 	if (!s)
 		return;
+	snap_prefetch_stop(s);
 	rafs_close(s->fs);
 	snap_cache_exit(s);
 	reg_client_free(s->reg);

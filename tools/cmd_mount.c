@@ -64,6 +64,10 @@ static void mount_usage(FILE *out)
 	      "  --mirror URL           try this mirror/proxy first (repeatable, in order)\n"
 	      "  --timeout SECONDS      stall timeout of one registry request (default 30)\n"
 	      "  --retries N            retries of a failed request (default 4)\n"
+	      "  --prefetch-files FILE  fetch these paths (one per line) in the background\n"
+	      "  --prefetch-all         fetch the whole image in the background\n"
+	      "  --no-prefetch          ignore the image's prefetch table\n"
+	      "  --cache-max-size BYTES evict least recently used blobs above this (K/M/G)\n"
 	      "  -b, --bootstrap FILE   the RAFS bootstrap (image.boot)\n"
 	      "  -B, --blob-dir DIR     directory of data blobs named by blob id\n"
 	      "                         (default: the bootstrap's directory)\n"
@@ -177,6 +181,10 @@ int cmd_mount(int argc, char **argv)
 		{ "mirror", required_argument, NULL, 'm' },
 		{ "timeout", required_argument, NULL, 't' },
 		{ "retries", required_argument, NULL, 'r' },
+		{ "prefetch-files", required_argument, NULL, 'P' },
+		{ "prefetch-all", no_argument, NULL, 'X' },
+		{ "no-prefetch", no_argument, NULL, 'n' },
+		{ "cache-max-size", required_argument, NULL, 'M' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -227,6 +235,26 @@ int cmd_mount(int argc, char **argv)
 			break;
 		case 't': so.reg.timeout_s = atoi(optarg); break;
 		case 'r': so.reg.retries = atoi(optarg) ? atoi(optarg) : -1; break;
+		case 'P': so.prefetch = SNAP_PREFETCH_LIST; so.prefetch_files = optarg; break;
+		case 'X': so.prefetch = SNAP_PREFETCH_ALL; break;
+		case 'n': so.prefetch = SNAP_PREFETCH_NONE; break;
+		case 'M': {
+			char *end;
+			unsigned long long v = strtoull(optarg, &end, 10);
+
+			if (*end == 'K' || *end == 'k')
+				v <<= 10, end++;
+			else if (*end == 'M' || *end == 'm')
+				v <<= 20, end++;
+			else if (*end == 'G' || *end == 'g')
+				v <<= 30, end++;
+			if (end == optarg || *end) {
+				fprintf(stderr, "lazyimg mount: --cache-max-size '%s' is not a size\n", optarg);
+				return 2;
+			}
+			so.cache_max = v;
+			break;
+		}
 		case 'h': mount_usage(stdout); return 0;
 		default: mount_usage(stderr); return 2;
 		}
@@ -247,6 +275,26 @@ int cmd_mount(int argc, char **argv)
 	}
 	fo.mountpoint = mnt_real;
 	if (!boot) {
+		static char cache_real[PATH_MAX], pf_real[PATH_MAX];
+
+		/* the server daemonises into /: keep absolute paths */
+		if (mkdir(so.cache_dir, 0700) < 0 && errno != EEXIST) {
+			fprintf(stderr, "lazyimg mount: --cache-dir %s: %s\n", so.cache_dir, strerror(errno));
+			return 1;
+		}
+		if (!realpath(so.cache_dir, cache_real)) {
+			fprintf(stderr, "lazyimg mount: --cache-dir %s: %s\n", so.cache_dir, strerror(errno));
+			return 1;
+		}
+		so.cache_dir = cache_real;
+		if (so.prefetch_files) {
+			if (!realpath(so.prefetch_files, pf_real)) {
+				fprintf(stderr, "lazyimg mount: --prefetch-files %s: %s\n", so.prefetch_files,
+					strerror(errno));
+				return 1;
+			}
+			so.prefetch_files = pf_real;
+		}
 		reg_global_init();
 		so.validate = ro.validate;
 		ret = snap_source_open(argv[optind - 1], &so, &src);
@@ -351,6 +399,19 @@ opened:
 			_exit(1);
 	}
 	install_signals();
+	if (src) {
+		ret = snap_source_start(src);
+		if (ret) {
+			if (pfd[1] >= 0) {
+				char msg[256];
+
+				snprintf(msg, sizeof(msg), "-cannot open the blob cache in %s: %s", so.cache_dir,
+					 lz_strerror(ret));
+				write_all(pfd[1], msg, strlen(msg));
+			}
+			goto fail;
+		}
+	}
 	ret = imgfs_mount(img, &fo, &g_fs);
 	if (ret) {
 		if (pfd[1] >= 0) {

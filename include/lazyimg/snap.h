@@ -16,7 +16,11 @@ struct snap_source_opts {
 	struct reg_opts reg;
 	bool validate;              /* verify chunk digests when filling the cache */
 	int fetch_timeout_ms;       /* how long a reader waits for a chunk; default 60 s */
+	int prefetch;               /* SNAP_PREFETCH_*; default: the image's prefetch table */
+	const char *prefetch_files; /* with SNAP_PREFETCH_LIST: paths, one per line */
 };
+
+enum { SNAP_PREFETCH_TABLE = 0, SNAP_PREFETCH_NONE, SNAP_PREFETCH_LIST, SNAP_PREFETCH_ALL };
 
 struct snap_stats {
 	uint64_t backend_bytes, backend_requests, cache_hits, cache_misses, prefetch_bytes;
@@ -27,6 +31,12 @@ struct snap_source;
 
 /* Resolve REF, fetch its bootstrap (once per manifest digest) and open it. */
 int snap_source_open(const char *ref, const struct snap_source_opts *opts, struct snap_source **out);
+/*
+ * Open the blob cache and start background work (threads). Call it in the
+ * process that will serve the mount: after a daemonising fork(), never
+ * before (threads do not survive fork). Until then reads go uncached.
+ */
+int snap_source_start(struct snap_source *s);
 struct image *snap_source_image(struct snap_source *s);
 const char *snap_source_digest(const struct snap_source *s);
 void snap_source_stats(const struct snap_source *s, struct snap_stats *st);

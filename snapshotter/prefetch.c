@@ -1,0 +1,219 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#define LZ_MOD "prefetch"
+#include "lazyimg/bcache.h"
+#include "lazyimg/imgfs.h"
+#include "snap_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <time.h>
+
+struct pf {
+	struct snap_source *s;
+	uint8_t *buf;
+	uint64_t *inos;
+	size_t n, cap;
+};
+
+static int push(struct pf *p, uint64_t ino)
+{
+	if (p->n == p->cap) {
+		size_t nc = p->cap ? 2 * p->cap : 256;
+		uint64_t *ni = lz_realloc(p->inos, nc * sizeof(*ni));
+
+		if (!ni)
+			return -ENOMEM;
+		p->inos = ni;
+		p->cap = nc;
+	}
+	p->inos[p->n++] = ino;
+	return 0;
+}
+
+static int collect_all(void *arg, const char *path, const struct img_attr *a)
+{
+	return S_ISREG(a->mode) ? push(arg, a->ino) : 0;
+}
+
+/* Every regular file under directory `dir` (a prefetch-table directory means "all below"). */
+static int collect_dir(struct pf *p, uint64_t dir, int depth);
+
+struct dctx {
+	struct pf *p;
+	uint64_t *kids;
+	uint32_t *types;
+	size_t n, cap;
+};
+
+static int dfill(void *arg, const struct img_dirent *de)
+{
+	struct dctx *d = arg;
+
+	if ((de->name_len == 1 && de->name[0] == '.') || (de->name_len == 2 && !memcmp(de->name, "..", 2)))
+		return 0;
+	if (d->n == d->cap) {
+		size_t nc = d->cap ? 2 * d->cap : 64;
+		uint64_t *nk = lz_realloc(d->kids, nc * sizeof(*nk));
+		uint32_t *nt;
+
+		if (!nk)
+			return 1;
+		d->kids = nk;
+		nt = lz_realloc(d->types, nc * sizeof(*nt));
+		if (!nt)
+			return 1;
+		d->types = nt;
+		d->cap = nc;
+	}
+	d->kids[d->n] = de->ino;
+	d->types[d->n++] = de->type;
+	return 0;
+}
+
+static int collect_dir(struct pf *p, uint64_t dir, int depth)
+{
+	struct image *img = rafs_image(p->s->fs);
+	struct dctx d = { .p = p };
+	int ret;
+
+	if (depth > 256)
+		return 0;
+	ret = img->ops->readdir(img, dir, 0, dfill, &d);
+	for (size_t i = 0; !ret && i < d.n; i++) {
+		if (d.types[i] == S_IFREG)
+			ret = push(p, d.kids[i]);
+		else if (d.types[i] == S_IFDIR)
+			ret = collect_dir(p, d.kids[i], depth + 1);
+	}
+	free(d.kids);
+	free(d.types);
+	return ret;
+}
+
+static int fetch_chunk(void *arg, const struct img_chunk *c)
+{
+	struct pf *p = arg;
+	struct snap_source *s = p->s;
+
+	if (atomic_load(&s->stop))
+		return -ECANCELED;
+	if (c->flags & IMG_CHUNK_HOLE)
+		return 0;
+	if (s->blobs && c->blob_index < s->nblobs && s->blobs[c->blob_index] &&
+	    bcache_chunk_ready(s->blobs[c->blob_index], c->index))
+		return 0;
+	/* readers first: wait while any on-demand fetch is in flight */
+	while (atomic_load(&s->ondemand) > 0 && !atomic_load(&s->stop)) {
+		struct timespec ts = { 0, 2 * 1000 * 1000 };
+
+		nanosleep(&ts, NULL);
+	}
+	if (rafs_read_chunk(s->fs, c, p->buf))
+		lz_warn("prefetch: chunk %u of blob %u failed; a reader will retry it", c->index, c->blob_index);
+	return 0;
+}
+
+static void *prefetch_main(void *arg)
+{
+	struct pf *p = arg;
+	struct image *img = rafs_image(p->s->fs);
+	uint64_t fetched_before = atomic_load(&p->s->prefetch_bytes);
+
+	snap_cache_set_prefetch_thread(true);
+	for (size_t i = 0; i < p->n && !atomic_load(&p->s->stop); i++)
+		if (img->ops->chunks(img, p->inos[i], fetch_chunk, p) == -ECANCELED)
+			break;
+	lz_info("prefetch done: %zu files, %llu bytes fetched", p->n,
+		(unsigned long long)(atomic_load(&p->s->prefetch_bytes) - fetched_before));
+	free(p->inos);
+	free(p->buf);
+	free(p);
+	return NULL;
+}
+
+int snap_prefetch_start(struct snap_source *s)
+{
+	struct image *img = rafs_image(s->fs);
+	struct rafs_info in;
+	struct pf *p;
+	int ret = 0;
+
+	if (s->o.prefetch == SNAP_PREFETCH_NONE)
+		return 0;
+	p = lz_calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	p->s = s;
+	rafs_get_info(s->fs, &in);
+	p->buf = lz_malloc(in.chunk_size);
+	if (!p->buf) {
+		free(p);
+		return -ENOMEM;
+	}
+	if (s->o.prefetch == SNAP_PREFETCH_ALL) {
+		ret = imgfs_walk(img, collect_all, p);
+	} else if (s->o.prefetch_files) {
+		FILE *f = fopen(s->o.prefetch_files, "re");
+		char line[8192];
+
+		if (!f) {
+			lz_err("--prefetch-files %s: %s", s->o.prefetch_files, strerror(errno));
+			ret = -errno;
+		}
+		while (f && !ret && fgets(line, sizeof(line), f)) {
+			struct img_attr a;
+			uint64_t ino = IMG_ROOT_INO;
+			char *save = NULL, *tok;
+
+			line[strcspn(line, "\r\n")] = 0;
+			/* walk the path from the root */
+			for (tok = strtok_r(line, "/", &save); tok; tok = strtok_r(NULL, "/", &save)) {
+				if (img->ops->lookup(img, ino, tok, strlen(tok), &a))
+					break;
+				ino = a.ino;
+			}
+			if (tok || !line[0] || img->ops->getattr(img, ino, &a))
+				continue;
+			ret = S_ISDIR(a.mode) ? collect_dir(p, ino, 0) : S_ISREG(a.mode) ? push(p, ino) : 0;
+		}
+		if (f)
+			fclose(f);
+	} else {
+		uint64_t list[4096];
+		size_t n = rafs_prefetch_list(s->fs, list, LZ_ARRAY_SIZE(list));
+
+		for (size_t i = 0; !ret && i < n; i++) {
+			struct img_attr a;
+
+			if (img->ops->getattr(img, list[i], &a))
+				continue; /* a hint only */
+			ret = S_ISDIR(a.mode) ? collect_dir(p, list[i], 0) : S_ISREG(a.mode) ? push(p, list[i]) : 0;
+		}
+	}
+	if (ret || !p->n) {
+		free(p->inos);
+		free(p->buf);
+		free(p);
+		return ret;
+	}
+	lz_info("prefetching %zu files in the background", p->n);
+	ret = -pthread_create(&s->prefetch_th, NULL, prefetch_main, p);
+	if (ret) {
+		free(p->inos);
+		free(p->buf);
+		free(p);
+		return ret;
+	}
+	s->prefetch_running = true;
+	return 0;
+}
+
+void snap_prefetch_stop(struct snap_source *s)
+{
+	if (!s->prefetch_running)
+		return;
+	atomic_store(&s->stop, true);
+	pthread_join(s->prefetch_th, NULL);
+	s->prefetch_running = false;
+}
