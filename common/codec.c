@@ -4,6 +4,7 @@
 #include "lazyimg/blake3.h"
 
 #include <lz4.h>
+#include <pthread.h>
 #include <openssl/sha.h>
 #include <zlib.h>
 #include <zstd.h>
@@ -30,6 +31,18 @@ const char *lz_digester_name(int dig)
 
 /* One zstd context per thread: creating one per chunk costs more than decoding a small chunk. */
 static _Thread_local ZSTD_DCtx *tl_zdctx;
+static pthread_key_t zdctx_key;
+static pthread_once_t zdctx_once = PTHREAD_ONCE_INIT;
+
+static void zdctx_free(void *p)
+{
+	ZSTD_freeDCtx(p);
+}
+
+static void zdctx_init(void)
+{
+	pthread_key_create(&zdctx_key, zdctx_free);
+}
 
 static int gunzip_exact(const void *src, size_t slen, void *dst, size_t dlen)
 {
@@ -46,7 +59,7 @@ static int gunzip_exact(const void *src, size_t slen, void *dst, size_t dlen)
 	zs.avail_out = (uInt)dlen;
 	ret = inflate(&zs, Z_FINISH);
 	/* exactly one complete member that fills the output and nothing more */
-	if (ret != Z_STREAM_END || zs.total_out != dlen)
+	if (ret != Z_STREAM_END || zs.total_out != dlen || zs.avail_in != 0)
 		err = -EFSCORRUPTED;
 	inflateEnd(&zs);
 	return err;
@@ -75,6 +88,9 @@ int lz_decompress(int comp, const void *src, size_t slen, void *dst, size_t dlen
 			tl_zdctx = ZSTD_createDCtx();
 			if (!tl_zdctx)
 				return -ENOMEM;
+			/* freed when the (FUSE worker) thread exits */
+			pthread_once(&zdctx_once, zdctx_init);
+			pthread_setspecific(zdctx_key, tl_zdctx);
 		}
 		n = ZSTD_decompressDCtx(tl_zdctx, dst, dlen, src, slen);
 		if (ZSTD_isError(n) || n != dlen)

@@ -563,6 +563,7 @@ int imgfs_mount(struct image *img, const struct imgfs_opts *o, struct imgfs **ou
 	argv[argc] = NULL;
 	args = (struct fuse_args)FUSE_ARGS_INIT(argc, (char **)argv);
 	fs->se = fuse_session_new(&args, &imgfs_ops, sizeof(imgfs_ops), fs);
+	fuse_opt_free_args(&args);
 	if (!fs->se) {
 		lz_err("cannot create a FUSE session (is /dev/fuse available?)");
 		ret = -EIO;

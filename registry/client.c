@@ -944,6 +944,7 @@ int reg_get_blob(struct reg_client *c, const char *digest, uint64_t max, void **
 		ret = -ENOMEM;
 		goto fail;
 	}
+	x.buf[x.len] = 0; /* on_body always leaves room: callers may parse it as text */
 	sha256_digest(x.buf, x.len, got);
 	if (strcmp(got, digest)) {
 		lz_err("blob %s: content hashes to %s", digest, got);

@@ -268,9 +268,12 @@ int cmd_mount(int argc, char **argv)
 	if (!boot)
 		optind++; /* argv[optind - 1] is the reference */
 	/* the background server runs in /: every path it keeps must be absolute */
-	if (!realpath(argv[optind], mnt_real) || stat(mnt_real, &st) < 0 || !S_ISDIR(st.st_mode)) {
-		fprintf(stderr, "lazyimg mount: mountpoint %s: %s\n", argv[optind],
-			errno ? strerror(errno) : "not a directory");
+	if (!realpath(argv[optind], mnt_real) || stat(mnt_real, &st) < 0) {
+		fprintf(stderr, "lazyimg mount: mountpoint %s: %s\n", argv[optind], strerror(errno));
+		return 1;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		fprintf(stderr, "lazyimg mount: mountpoint %s: not a directory\n", argv[optind]);
 		return 1;
 	}
 	fo.mountpoint = mnt_real;
