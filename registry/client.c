@@ -251,6 +251,23 @@ int reg_client_new(const struct reg_ref *ref, const struct reg_opts *opts, struc
 	return 0;
 }
 
+int reg_client_drop_connections(struct reg_client *c)
+{
+	CURLSH *n = curl_share_init();
+
+	if (!n)
+		return -ENOMEM;
+	curl_share_setopt(n, CURLSHOPT_LOCKFUNC, share_lock);
+	curl_share_setopt(n, CURLSHOPT_UNLOCKFUNC, share_unlock);
+	curl_share_setopt(n, CURLSHOPT_USERDATA, c);
+	curl_share_setopt(n, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+	curl_share_setopt(n, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+	curl_share_setopt(n, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
+	curl_share_cleanup(c->share);
+	c->share = n;
+	return 0;
+}
+
 void reg_client_free(struct reg_client *c)
 {
 	if (!c)

@@ -94,6 +94,10 @@ int snap_source_open(const char *refstr, const struct snap_source_opts *opts, st
 		lz_err("bootstrap of %s (layer %s) is not usable", refstr, boot->digest);
 		goto err;
 	}
+	/* the caller may fork to serve: inherit no live connection */
+	ret = reg_client_drop_connections(s->reg);
+	if (ret)
+		goto err;
 	*out = s;
 	return 0;
 err:

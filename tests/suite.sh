@@ -8,7 +8,7 @@ for b in "$@"; do
 	echo "== suite: $b"
 	out=$(mktemp)
 	if [ "${b%-san}" != "$b" ]; then
-		export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:log_path=/dev/stderr
+		export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 		export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 	else
 		unset ASAN_OPTIONS UBSAN_OPTIONS

@@ -367,6 +367,9 @@ opened:
 
 			close(pfd[1]);
 			n = read(pfd[0], msg, sizeof(msg) - 1);
+			/* the image now lives in the server; this process only reports */
+			rafs_close(fs);
+			snap_source_close(src);
 			if (n > 0 && msg[0] == '+')
 				return 0;
 			if (n > 0) {

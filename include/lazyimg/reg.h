@@ -52,6 +52,9 @@ struct reg_client;
 void reg_global_init(void);
 int reg_client_new(const struct reg_ref *ref, const struct reg_opts *opts, struct reg_client **out);
 void reg_client_free(struct reg_client *c);
+/* Close every pooled connection, e.g. before fork() so that no TLS session
+ * is shared by two processes. Not thread-safe against concurrent requests. */
+int reg_client_drop_connections(struct reg_client *c);
 
 /*
  * Fetch a manifest or index by tag or digest ("" = the reference's own).
