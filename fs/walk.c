@@ -16,7 +16,49 @@ struct walk {
 	size_t len;
 	uint64_t stack[WALK_MAX_DEPTH];
 	int depth;
+	uint64_t *seen;      /* open-addressing set of walked directories (ino + 1; 0 = empty) */
+	size_t nseen, seen_cap;
 };
+
+/*
+ * Whether directory ino was walked before; records it if not. No format has
+ * directory hard links, and one reachable by many paths makes the walk
+ * exponential in depth (a 20 KiB image could keep it busy for years).
+ */
+static int seen_before(struct walk *w, uint64_t ino, bool *seen)
+{
+	uint64_t key = ino + 1;
+	size_t i;
+
+	if (2 * (w->nseen + 1) > w->seen_cap) {
+		size_t cap = w->seen_cap ? 2 * w->seen_cap : 256;
+		uint64_t *n = lz_calloc(cap, sizeof(*n));
+
+		if (!n)
+			return -ENOMEM;
+		for (size_t k = 0; k < w->seen_cap; k++) {
+			if (!w->seen[k])
+				continue;
+			for (i = (size_t)(w->seen[k] * 0x9E3779B97F4A7C15ull) & (cap - 1); n[i]; i = (i + 1) & (cap - 1))
+				;
+			n[i] = w->seen[k];
+		}
+		free(w->seen);
+		w->seen = n;
+		w->seen_cap = cap;
+	}
+	for (i = (size_t)(key * 0x9E3779B97F4A7C15ull) & (w->seen_cap - 1); w->seen[i];
+	     i = (i + 1) & (w->seen_cap - 1)) {
+		if (w->seen[i] == key) {
+			*seen = true;
+			return 0;
+		}
+	}
+	w->seen[i] = key;
+	w->nseen++;
+	*seen = false;
+	return 0;
+}
 
 struct pending {
 	uint64_t *inos;
@@ -81,6 +123,18 @@ static int walk_dir(struct walk *w, uint64_t ino)
 			return -EFSCORRUPTED;
 		}
 	}
+	{
+		bool seen;
+
+		ret = seen_before(w, ino, &seen);
+		if (ret)
+			return ret;
+		if (seen) {
+			lz_err("directory %s (inode %llu) was already reached by another path",
+			       w->path[0] ? w->path : "/", (unsigned long long)ino);
+			return -EFSCORRUPTED;
+		}
+	}
 	w->stack[w->depth++] = ino;
 	ret = w->img->ops->readdir(w->img, ino, 0, collect, &p);
 	if (!ret)
@@ -142,6 +196,7 @@ int imgfs_walk(struct image *img, imgfs_walk_fn fn, void *arg)
 	w->path[0] = 0;
 	if (!ret)
 		ret = walk_dir(w, IMG_ROOT_INO);
+	free(w->seen);
 	free(w->path);
 	free(w);
 	return ret;

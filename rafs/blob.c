@@ -95,7 +95,7 @@ static int blob_fd(struct rafs *fs, struct rafs_blob *b)
 	if (!fs->blob_dir) {
 		if (lz_ratelimit(&b->missing_log, 60))
 			lz_err("blob %s: no blob directory given; file data is unavailable", b->id);
-		return -ENOENT;
+		return -EIO;
 	}
 	pthread_mutex_lock(&b->lock);
 	fd = atomic_load(&b->fd);
@@ -103,9 +103,12 @@ static int blob_fd(struct rafs *fs, struct rafs_blob *b)
 		snprintf(path, sizeof(path), "%s/%s", fs->blob_dir, b->id);
 		fd = open(path, O_RDONLY | O_CLOEXEC);
 		if (fd < 0) {
-			fd = -errno;
+			/* the file being read exists: a missing blob is an I/O error, not ENOENT */
+			int err = errno;
+
+			fd = -EIO;
 			if (lz_ratelimit(&b->missing_log, 60))
-				lz_err("blob %s: cannot open %s: %s", b->id, path, strerror(errno));
+				lz_err("blob %s: cannot open %s: %s", b->id, path, strerror(err));
 		} else {
 			atomic_store(&b->fd, fd);
 		}

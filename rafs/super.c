@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <openssl/sha.h>
+#include <zstd.h>
 
 static int detect_version(const uint8_t *p, uint64_t len)
 {
@@ -351,6 +352,28 @@ static int tar_octal(const uint8_t *p, size_t n, uint64_t *out)
 
 #define RAFS_MAX_TOC (1u << 20)
 
+/*
+ * Whether csize compressed bytes can expand to usize bytes at all, so that a
+ * forged uncompressed_size cannot make a small blob allocate gigabytes. lz4
+ * blocks expand at most 255:1; a zstd block of up to 128 KiB needs at least
+ * 4 bytes, and a frame that records its content size must agree with it.
+ */
+static bool toc_size_plausible(int comp, const uint8_t *src, uint64_t csize, uint64_t usize)
+{
+	unsigned long long fcs;
+
+	switch (comp) {
+	case LZ_COMP_LZ4:
+		return usize / 255 <= csize;
+	case LZ_COMP_ZSTD:
+		fcs = ZSTD_getFrameContentSize(src, (size_t)csize);
+		if (fcs != ZSTD_CONTENTSIZE_UNKNOWN && fcs != ZSTD_CONTENTSIZE_ERROR)
+			return fcs == usize;
+		return usize / 32768 <= csize;
+	}
+	return csize == usize;
+}
+
 int rafs_toc_extract(const void *blob, size_t len, const char *name, void **out, size_t *outlen)
 {
 	const uint8_t *b = blob, *hdr;
@@ -392,6 +415,11 @@ int rafs_toc_extract(const void *blob, size_t len, const char *name, void **out,
 			lz_err("blob ToC entry %s: range %llu+%llu (-> %llu) outside the blob of %zu bytes",
 			       name, (unsigned long long)coff, (unsigned long long)csize,
 			       (unsigned long long)usize, len);
+			return -EFSCORRUPTED;
+		}
+		if (!toc_size_plausible(comp, b + coff, csize, usize)) {
+			lz_err("blob ToC entry %s: %llu compressed bytes cannot hold %llu bytes",
+			       name, (unsigned long long)csize, (unsigned long long)usize);
 			return -EFSCORRUPTED;
 		}
 		buf = lz_malloc((size_t)usize);

@@ -179,6 +179,8 @@ static int v5_getattr(struct image *img, uint64_t ino, struct img_attr *a)
 	ret = v5_load(fs, ino, &in);
 	if (ret)
 		return ret;
+	if (in.ino != ino)
+		return -ENOENT; /* a hard link's own slot, not an inode number readdir gives */
 	v5_attr(fs, &in, a);
 	return 0;
 }
@@ -205,6 +207,20 @@ static int v5_load_child(const struct rafs *fs, const struct v5_ino *dir, uint64
 		       (unsigned long long)idx, (unsigned long long)in->parent,
 		       (unsigned long long)dir->ino);
 		return -EFSCORRUPTED;
+	}
+	if (in->ino != idx) {
+		struct v5_ino t;
+
+		/* readdir hands out i_ino: it must name a regular file's own record,
+		 * not a directory (a directory hard link) or another link (a chain) */
+		ret = v5_load(fs, in->ino, &t);
+		if (ret)
+			return ret;
+		if (!S_ISREG(t.mode) || t.ino != in->ino) {
+			lz_err("v5: inode %llu: hard link to inode %llu, which is not a regular file that owns that number",
+			       (unsigned long long)idx, (unsigned long long)in->ino);
+			return -EFSCORRUPTED;
+		}
 	}
 	return 0;
 }
@@ -645,6 +661,7 @@ int rafs_v5_validate(struct rafs *fs)
 	if (blob_size == 0) {
 		/* an image with no data at all is fine: every file is empty */
 		fs->nblobs = 0;
+		blob_off = 0;   /* unchecked when empty: keep base + blob_off in bounds */
 	}
 	/* parse the blob table: (u32, u32, id) entries separated by one NUL */
 	{

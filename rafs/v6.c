@@ -426,7 +426,7 @@ static int v6_xattr_walk(const struct rafs *fs, const struct v6_ino *in, v6_xatt
 		int ret;
 
 		if (elen > in->xsize - p || idx >= LZ_ARRAY_SIZE(v6_xprefix) || !v6_xprefix[idx] ||
-		    (nl == 0 && idx != 2 && idx != 3)) {
+		    (nl == 0 && idx != 2 && idx != 3) || memchr(x + p + 4, 0, nl)) {
 			lz_err("v6: nid %llu: bad inline xattr entry at byte %u (index %u, name %u, value %u)",
 			       (unsigned long long)in->nid, p, idx, nl, vl);
 			return -EFSCORRUPTED;
