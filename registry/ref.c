@@ -174,7 +174,7 @@ int reg_parse_challenge(const char *hdr, size_t len, struct reg_challenge *out)
 			if (cur.scheme[0] && !strcmp(cur.scheme, "Bearer")) {
 				*out = cur;
 				have = true;
-			} else if (cur.scheme[0] && !have) {
+			} else if (!strcmp(cur.scheme, "Basic") && !have) {
 				*out = cur;
 				have_basic = true;
 			}
@@ -190,7 +190,7 @@ int reg_parse_challenge(const char *hdr, size_t len, struct reg_challenge *out)
 	if (cur.scheme[0] && !strcmp(cur.scheme, "Bearer")) {
 		*out = cur;
 		have = true;
-	} else if (cur.scheme[0] && !have && strcmp(cur.scheme, "Other")) {
+	} else if (!strcmp(cur.scheme, "Basic") && !have) {
 		*out = cur;
 		have_basic = true;
 	}
