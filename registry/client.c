@@ -33,6 +33,7 @@ struct reg_client {
 	pthread_mutex_t tok_lock;
 	char *authz;                          /* protected by tok_lock: "Authorization: ..." */
 	time_t authz_expiry;                  /* protected by tok_lock; 0 = never */
+	long authz_ttl;                       /* protected by tok_lock */
 	struct reg_challenge chal;            /* protected by tok_lock */
 	bool have_chal;                       /* protected by tok_lock */
 	char *basic;                          /* base64(user:pass) or NULL; constant after new */
@@ -315,6 +316,8 @@ struct xfer {
 	char content_range[128];
 	char content_type[256];
 	char location[4096];
+	char retry_after[32];
+	char sent_authz[16400];   /* the Authorization this request carried, to spot a stale token */
 	char docker_digest[REG_DIGEST_LEN + 8];
 	uint64_t content_length;
 	bool have_length;
@@ -408,6 +411,7 @@ static size_t on_header(char *p, size_t sz, size_t n, void *u)
 		/* a new response (redirect hop or 100-continue): forget earlier headers */
 		x->www_auth[0] = x->content_range[0] = x->content_type[0] = x->location[0] = 0;
 		x->docker_digest[0] = 0;
+		x->retry_after[0] = 0;
 		x->have_length = false;
 		return len;
 	}
@@ -422,6 +426,7 @@ static size_t on_header(char *p, size_t sz, size_t n, void *u)
 	else HDR("content-range", content_range);
 	else HDR("content-type", content_type);
 	else HDR("location", location);
+	else HDR("retry-after", retry_after);
 	else HDR("docker-content-digest", docker_digest);
 	else if (kl == 14 && !strncasecmp(p, "content-length", 14)) {
 		char v[32];
@@ -508,8 +513,10 @@ static int perform(struct reg_client *c, const struct req *r, struct xfer *x, lo
 		h = curl_slist_append(h, r->authz_override);
 	} else if (r->auth) {
 		pthread_mutex_lock(&c->tok_lock);
-		if (c->authz)
+		if (c->authz) {
 			h = curl_slist_append(h, c->authz);
+			snprintf(x->sent_authz, sizeof(x->sent_authz), "%s", c->authz);
+		}
 		pthread_mutex_unlock(&c->tok_lock);
 	}
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
@@ -521,7 +528,9 @@ static int perform(struct reg_client *c, const struct req *r, struct xfer *x, lo
 	if (cc != CURLE_OK && !(cc == CURLE_WRITE_ERROR && x->overflow && !x->grow)) {
 		if (!errbuf[0])
 			snprintf(errbuf, CURL_ERROR_SIZE, "%s", curl_easy_strerror(cc));
-		ret = cc == CURLE_OPERATION_TIMEDOUT ? -ETIMEDOUT : cc == CURLE_WRITE_ERROR && x->overflow ? -EFBIG : -EIO;
+		ret = cc == CURLE_OPERATION_TIMEDOUT ? -ETIMEDOUT : cc == CURLE_WRITE_ERROR && x->overflow ? -EFBIG :
+		      cc == CURLE_PEER_FAILED_VERIFICATION || cc == CURLE_SSL_CACERT_BADFILE ||
+		      cc == CURLE_SSL_CERTPROBLEM ? -EKEYREJECTED : -EIO;
 	}
 	curl_slist_free_all(h);
 	curl_easy_cleanup(e);
@@ -599,6 +608,7 @@ static int fetch_token(struct reg_client *c, const struct reg_challenge *ch, con
 	free(c->authz);
 	c->authz = authz;
 	c->authz_expiry = time(NULL) + ttl;
+	c->authz_ttl = ttl;
 	lz_info("got a registry token for %s (valid %ld s)", scope, ttl);
 out:
 	json_object_put(root);
@@ -620,6 +630,11 @@ static int authenticate(struct reg_client *c, const char *www_auth, const char *
 	pthread_mutex_lock(&c->tok_lock);
 	/* another thread may have renewed it while we waited */
 	if (stale && c->authz && strcmp(stale, c->authz)) {
+		pthread_mutex_unlock(&c->tok_lock);
+		return 0;
+	}
+	if (!www_auth && stale && c->authz && c->authz_expiry &&
+	    time(NULL) < c->authz_expiry - LZ_MIN(10L, LZ_MAX(c->authz_ttl / 5, 1L))) {
 		pthread_mutex_unlock(&c->tok_lock);
 		return 0;
 	}
@@ -661,16 +676,25 @@ out:
 	return ret;
 }
 
+static char *authz_snapshot(struct reg_client *c);
+
 /* Renew a bearer token that is about to expire, before using it. */
 static void refresh_if_due(struct reg_client *c)
 {
 	bool due;
 
 	pthread_mutex_lock(&c->tok_lock);
-	due = c->authz && c->authz_expiry && time(NULL) >= c->authz_expiry - 10;
+	/* renew 10 s ahead, or a fifth of the lifetime for short-lived tokens */
+	due = c->authz && c->authz_expiry &&
+	      time(NULL) >= c->authz_expiry - LZ_MIN(10L, LZ_MAX(c->authz_ttl / 5, 1L));
 	pthread_mutex_unlock(&c->tok_lock);
-	if (due)
-		authenticate(c, NULL, NULL);
+	if (due) {
+		char *cur = authz_snapshot(c);
+
+		/* whoever renews first wins; the others see a fresh token and return */
+		authenticate(c, NULL, cur ? cur : "");
+		free(cur);
+	}
 }
 
 static char *authz_snapshot(struct reg_client *c)
@@ -756,8 +780,9 @@ again:
 				goto again;
 			}
 			if (!ret && *status == 401 && !reauthed && r->auth) {
-				char *stale = authz_snapshot(c);
-				int a = authenticate(c, x->www_auth, stale);
+				/* stale is what this request sent: a token renewed meanwhile is not stale */
+				char *stale = strdup(x->sent_authz);
+				int a = authenticate(c, x->www_auth, stale ? stale : "");
 
 				free(stale);
 				if (a) {
@@ -773,25 +798,38 @@ again:
 			}
 			if (ret == -EFBIG)
 				return ret;
+			if (ret == -EKEYREJECTED) {
+				/* a certificate problem does not go away by asking again */
+				atomic_fetch_add(&c->st_errors, 1);
+				lz_err("%s %s: %s", r->method, url, errbuf);
+				break;
+			}
 			if (ret || retryable(*status)) {
 				if (attempt < c->o.retries) {
+					long ra = atol(x->retry_after);
+
 					lz_warn("%s %s: %s; retrying", r->method, path,
-						ret ? errbuf : "server error");
+						ret ? errbuf : (snprintf(errbuf, sizeof(errbuf), "HTTP %ld", *status), errbuf));
 					if (x0.grow)
 						free(x->buf);
-					backoff(c, attempt);
+					if (ra > 0 && !ret) {
+						/* the server said when: honour it, within reason */
+						struct timespec ts = { LZ_MIN(ra, 10L), 0 };
+
+						nanosleep(&ts, NULL);
+						atomic_fetch_add(&c->st_retries, 1);
+					} else {
+						backoff(c, attempt);
+					}
 					continue;
 				}
 				atomic_fetch_add(&c->st_errors, 1);
+				if (!ret)
+					snprintf(errbuf, sizeof(errbuf), "HTTP %ld", *status);
 				lz_err("%s %s%s: %s after %d attempts", r->method, mirror ? "(mirror) " : "", path,
-				       ret ? errbuf : "server error", attempt + 1);
-				if (!ret) {
-					char tmp[64];
-
-					snprintf(tmp, sizeof(tmp), "HTTP %ld", *status);
-					(void)tmp;
+				       errbuf, attempt + 1);
+				if (!ret)
 					ret = -EIO;
-				}
 				break;
 			}
 			if (mirror && *status >= 400)
