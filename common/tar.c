@@ -173,11 +173,43 @@ static int read_full(struct lz_tar *t, void *buf, size_t len)
 
 		if (n < 0)
 			return (int)n;
-		if (n == 0)
-			return -ENODATA;
+		if (n == 0) {
+			if (!done)
+				return -ENODATA;
+			/* the stream ended inside a block: the archive is cut short */
+			lz_err("tar archive is truncated (%zu of %zu bytes of a block)", done, len);
+			return -EFSCORRUPTED;
+		}
 		done += (size_t)n;
 	}
 	return 0;
+}
+
+/*
+ * After the end-of-archive blocks, read the compressed stream to its end so
+ * that its own integrity check (gzip CRC32 and length, zstd checksum) runs:
+ * corruption there must not pass silently.
+ */
+static int drain(struct lz_tar *t)
+{
+	uint8_t tmp[16384];
+	uint64_t total = 0;
+
+	if (t->kind == SRC_PLAIN)
+		return 0;
+	for (;;) {
+		ssize_t n = stream_read(t, tmp, sizeof(tmp));
+
+		if (n < 0)
+			return (int)n;
+		if (n == 0)
+			return 0;
+		total += (uint64_t)n;
+		if (total > (1ull << 30)) {
+			lz_err("more than 1 GiB of data after the end of the tar archive");
+			return -EFSCORRUPTED;
+		}
+	}
 }
 
 static int skip(struct lz_tar *t, uint64_t n)
@@ -337,6 +369,30 @@ static int num_field(const uint8_t *p, size_t n, uint64_t *out)
 	return 0;
 }
 
+/* mtime may be negative: GNU base-256 two's complement (0xff lead byte) */
+static int num_field_signed(const uint8_t *p, size_t n, int64_t *out)
+{
+	if (p[0] == 0xff) {
+		int64_t v = -1;
+
+		for (size_t i = 1; i < n; i++) {
+			if (v < INT64_MIN / 256)
+				return -EFSCORRUPTED;
+			v = (int64_t)((uint64_t)v << 8 | p[i]);
+		}
+		*out = v;
+		return 0;
+	} else {
+		uint64_t u;
+		int ret = num_field(p, n, &u);
+
+		if (ret || u > INT64_MAX)
+			return -EFSCORRUPTED;
+		*out = (int64_t)u;
+		return 0;
+	}
+}
+
 static bool block_zero(const uint8_t *b)
 {
 	for (int i = 0; i < 512; i++)
@@ -445,14 +501,18 @@ static int parse_pax(struct lz_tar *t, char *b, size_t len)
 				t->pax_has_gid = true;
 			}
 		} else if (klen == 5 && !memcmp(key, "mtime", 5)) {
-			char *dot = memchr(val, '.', vlen);
+			bool neg = vlen && val[0] == '-';
+			char *dot, *v = val + neg;
+			size_t vl = vlen - neg;
 			uint64_t sec, ns = 0;
-			size_t sl = dot ? (size_t)(dot - val) : vlen;
+			size_t sl;
 
-			if (parse_u64(val, sl, &sec) || sec > INT64_MAX)
+			dot = memchr(v, '.', vl);
+			sl = dot ? (size_t)(dot - v) : vl;
+			if (parse_u64(v, sl, &sec) || sec > INT64_MAX / 2)
 				goto bad;
 			if (dot) {
-				size_t fl = vlen - sl - 1, i;
+				size_t fl = vl - sl - 1, i;
 
 				for (i = 0; i < 9; i++) {
 					char c = i < fl ? dot[1 + i] : '0';
@@ -462,8 +522,14 @@ static int parse_pax(struct lz_tar *t, char *b, size_t len)
 					ns = ns * 10 + (uint64_t)(c - '0');
 				}
 			}
-			t->pax_mtime = (int64_t)sec;
-			t->pax_mtime_nsec = (uint32_t)ns;
+			/* -1.25 is 1.25 s before the epoch: second -2, nanosecond 750000000 */
+			if (neg && ns) {
+				t->pax_mtime = -(int64_t)sec - 1;
+				t->pax_mtime_nsec = (uint32_t)(1000000000ull - ns);
+			} else {
+				t->pax_mtime = neg ? -(int64_t)sec : (int64_t)sec;
+				t->pax_mtime_nsec = (uint32_t)ns;
+			}
 			t->pax_has_mtime = true;
 		} else if (klen > 13 && !memcmp(key, "SCHILY.xattr.", 13)) {
 			struct lz_tar_xattr *nx;
@@ -521,14 +587,14 @@ int lz_tar_next(struct lz_tar *t, struct lz_tar_entry *e)
 			/* archives without the two zero blocks exist; end at a header boundary */
 			t->eof = true;
 			clear_pax(t);
-			return 0;
+			return drain(t);
 		}
 		if (ret)
 			return ret;
 		if (block_zero(h)) {
 			t->eof = true;
 			clear_pax(t);
-			return 0;
+			return drain(t);
 		}
 		if (!checksum_ok(h)) {
 			lz_err("tar header checksum mismatch (not a tar archive, or corrupt)");
@@ -624,9 +690,13 @@ int lz_tar_next(struct lz_tar *t, struct lz_tar_entry *e)
 		if (num_field(h + 116, 8, &v) || v > UINT32_MAX)
 			goto bad_field;
 		t->cur.gid = t->pax_has_gid ? t->pax_gid : (uint32_t)v;
-		if (num_field(h + 136, 12, &v) || v > INT64_MAX)
-			goto bad_field;
-		t->cur.mtime = t->pax_has_mtime ? t->pax_mtime : (int64_t)v;
+		{
+			int64_t mt;
+
+			if (num_field_signed(h + 136, 12, &mt))
+				goto bad_field;
+			t->cur.mtime = t->pax_has_mtime ? t->pax_mtime : mt;
+		}
 		t->cur.mtime_nsec = t->pax_has_mtime ? t->pax_mtime_nsec : 0;
 		if (type == '3' || type == '4') {
 			if (num_field(h + 329, 8, &v) || v > 0xfff)
@@ -638,8 +708,12 @@ int lz_tar_next(struct lz_tar *t, struct lz_tar_entry *e)
 		}
 		if (t->pax_has_size)
 			size = t->pax_size;
-		if (size > LZ_TAR_MAX_SIZE)
-			goto bad_field;
+		if (size > LZ_TAR_MAX_SIZE) {
+			lz_err("tar entry %s: size %llu is above the %llu-byte cap", t->cur.path,
+			       (unsigned long long)size, (unsigned long long)LZ_TAR_MAX_SIZE);
+			clear_pax(t);
+			return -EFSCORRUPTED;
+		}
 		/* only regular files carry data; others' size is ignored (GNU tar hard links) */
 		t->cur.size = type == '0' ? size : 0;
 		t->left = type == '0' ? size : 0;

@@ -589,6 +589,35 @@ static int scan_dir(struct builder *b, struct bnode *dirn, char *path, size_t pl
 			ret = read_xattrs(k, path);
 		if (ret)
 			break;
+		if (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode) && st.st_nlink > 1) {
+			/* hard-linked symlinks, devices, fifos, sockets share one inode too */
+			struct hl *h = NULL;
+
+			for (size_t j = 0; j < hs->n; j++)
+				if (hs->v[j].dev == st.st_dev && hs->v[j].ino == st.st_ino)
+					h = &hs->v[j];
+			if (h) {
+				k->data = h->data;
+			} else {
+				k->data = rafs_bdata_new();
+				if (!k->data) {
+					ret = -ENOMEM;
+					break;
+				}
+				if (hs->n == hs->cap) {
+					size_t nc = hs->cap ? hs->cap * 2 : 64;
+					struct hl *nv = lz_realloc(hs->v, nc * sizeof(*nv));
+
+					if (!nv) {
+						ret = -ENOMEM;
+						break;
+					}
+					hs->v = nv;
+					hs->cap = nc;
+				}
+				hs->v[hs->n++] = (struct hl){ st.st_dev, st.st_ino, k->data };
+			}
+		}
 		if (S_ISLNK(st.st_mode)) {
 			char t[RAFS_MAX_SYMLINK + 1];
 			ssize_t tl = readlink(path, t, sizeof(t));
@@ -792,13 +821,30 @@ static int scan_tar(struct builder *b, int fd)
 				ret = -ENOENT;
 				break;
 			}
+			if (S_ISDIR(target->mode)) {
+				lz_err("tar entry %s: hard link to directory %s", e.path, e.linkname);
+				ret = -EPERM;
+				break;
+			}
 			if (!S_ISREG(target->mode)) {
-				/* only regular files are hard links in RAFS: copy anything else */
+				/* symlinks, devices and fifos share an inode like files do */
+				if (!target->data && !(target->data = rafs_bdata_new())) {
+					ret = -ENOMEM;
+					break;
+				}
+				n->data = target->data;
 				n->mode = target->mode;
+				n->uid = target->uid;
+				n->gid = target->gid;
+				n->mtime = target->mtime;
+				n->mtime_nsec = target->mtime_nsec;
 				n->rmajor = target->rmajor;
 				n->rminor = target->rminor;
 				if (target->target && !(n->target = strdup(target->target)))
 					ret = -ENOMEM;
+				for (uint32_t i = 0; !ret && i < target->nx; i++)
+					ret = bx_add(n, target->xattrs[i].name, target->xattrs[i].value,
+						     target->xattrs[i].len);
 				break;
 			}
 			n->mode = target->mode;

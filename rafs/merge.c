@@ -213,6 +213,29 @@ static int fill_node(struct layer *L, struct bnode *n, const struct img_attr *a)
 	}
 	if (ret)
 		return ret;
+	if (!S_ISDIR(a->mode) && !S_ISREG(a->mode) && a->nlink > 1) {
+		for (size_t i = 0; i < L->nhl; i++)
+			if (L->hl_ino[i] == a->ino)
+				n->data = L->hl_data[i];
+		if (!n->data) {
+			uint64_t *ni;
+			struct bdata **nd;
+
+			n->data = rafs_bdata_new();
+			if (!n->data)
+				return -ENOMEM;
+			ni = lz_realloc(L->hl_ino, (L->nhl + 1) * sizeof(*ni));
+			if (!ni)
+				return -ENOMEM;
+			L->hl_ino = ni;
+			nd = lz_realloc(L->hl_data, (L->nhl + 1) * sizeof(*nd));
+			if (!nd)
+				return -ENOMEM;
+			L->hl_data = nd;
+			ni[L->nhl] = a->ino;
+			nd[L->nhl++] = n->data;
+		}
+	}
 	if (S_ISLNK(a->mode)) {
 		char t[RAFS_MAX_SYMLINK + 1];
 		ssize_t tn = img->ops->readlink(img, a->ino, t, sizeof(t) - 1);

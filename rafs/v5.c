@@ -76,8 +76,8 @@ static int v5_load(const struct rafs *fs, uint64_t idx, struct v5_ino *in)
 		       (unsigned long long)idx, (unsigned long long)in->ino, fs->v5_itable_entries);
 		return -EFSCORRUPTED;
 	}
-	/* only regular files may be hard links, and a link names its first record */
-	if (in->ino != idx && (!S_ISREG(in->mode) || in->ino > idx)) {
+	/* directories are never hard links, and a link names its first record */
+	if (in->ino != idx && (S_ISDIR(in->mode) || in->ino > idx)) {
 		lz_err("v5: inode %llu: i_ino %llu differs but is not an earlier hard link",
 		       (unsigned long long)idx, (unsigned long long)in->ino);
 		return -EFSCORRUPTED;
@@ -216,8 +216,8 @@ static int v5_load_child(const struct rafs *fs, const struct v5_ino *dir, uint64
 		ret = v5_load(fs, in->ino, &t);
 		if (ret)
 			return ret;
-		if (!S_ISREG(t.mode) || t.ino != in->ino) {
-			lz_err("v5: inode %llu: hard link to inode %llu, which is not a regular file that owns that number",
+		if (S_ISDIR(t.mode) || (t.mode & S_IFMT) != (in->mode & S_IFMT) || t.ino != in->ino) {
+			lz_err("v5: inode %llu: hard link to inode %llu, which is a directory, another type, or does not own that number",
 			       (unsigned long long)idx, (unsigned long long)in->ino);
 			return -EFSCORRUPTED;
 		}
@@ -259,7 +259,7 @@ static int v5_lookup(struct image *img, uint64_t dir, const char *name, size_t l
 				ret = v5_load(fs, c.ino, &t);
 				if (ret)
 					return ret;
-				if (!S_ISREG(t.mode))
+				if (S_ISDIR(t.mode))
 					return -EFSCORRUPTED;
 				c = t;
 			}

@@ -11,7 +11,7 @@ static int prep(struct builder *b, struct bnode *n, struct wctx *w, int depth)
 	if (depth > 8192)
 		return -ELOOP;
 	bnode_sort(n);
-	if (S_ISREG(n->mode) && n->data) {
+	if (n->data) {
 		if (!n->data->owner)
 			n->data->owner = n;
 		n->data->links++;

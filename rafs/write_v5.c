@@ -108,18 +108,18 @@ int rafs_write_v5(struct builder *b, uint8_t **out, size_t *len)
 	}
 	/* a hard link's i_ino is the lowest index among its links */
 	for (uint64_t i = 1; i <= entries; i++)
-		if (S_ISREG(byidx[i]->mode) && byidx[i]->data)
+		if (byidx[i]->data)
 			byidx[i]->data->owner = NULL;
 	for (uint64_t i = 1; i <= entries; i++) {
 		struct bnode *n = byidx[i];
 
-		if (S_ISREG(n->mode) && n->data && !n->data->owner)
+		if (n->data && !n->data->owner)
 			n->data->owner = n;
 	}
 	for (uint64_t i = 1; i <= entries; i++) {
 		struct bnode *n = byidx[i];
 
-		n->ino = (S_ISREG(n->mode) && n->data && n->data->links > 1) ? n->data->owner->index : i;
+		n->ino = (!S_ISDIR(n->mode) && n->data && n->data->links > 1) ? n->data->owner->index : i;
 		if (n->ino == i)
 			inodes++;
 		if (n->nx)
@@ -220,6 +220,9 @@ int rafs_write_v5(struct builder *b, uint8_t **out, size_t *len)
 			} else if (S_ISLNK(n->mode)) {
 				size = strlen(n->target);
 				flags |= RAFS_V5_IF_SYMLINK;
+				nlink = n->data ? n->data->links : 1;
+			} else if (!S_ISREG(n->mode)) {
+				nlink = n->data ? n->data->links : 1;
 			} else if (S_ISREG(n->mode)) {
 				size = n->size;
 				ccount = n->data ? n->data->nchunks : 0;
@@ -229,6 +232,8 @@ int rafs_write_v5(struct builder *b, uint8_t **out, size_t *len)
 			}
 			if (n->nx)
 				flags |= RAFS_V5_IF_XATTR;
+			if (nlink > 1 && !S_ISDIR(n->mode))
+				flags |= RAFS_V5_IF_HARDLINK;
 			memset(&r, 0, sizeof(r));
 			memcpy(r.digest, n->digest, 32);
 			lz_put_le64(&r.parent, n->parent ? n->parent->index : 0);

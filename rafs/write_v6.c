@@ -125,7 +125,7 @@ static uint8_t ftype(uint32_t mode)
 
 static struct bnode *owner_of(struct bnode *n)
 {
-	return S_ISREG(n->mode) && n->data && n->data->owner ? n->data->owner : n;
+	return n->data && n->data->owner ? n->data->owner : n;
 }
 
 /* Serialise a directory's blocks into dst (dsize bytes). */
@@ -349,6 +349,8 @@ int rafs_write_v6(struct builder *b, uint8_t **out, size_t *len)
 		} else if (S_ISCHR(n->mode) || S_ISBLK(n->mode)) {
 			u = rafs_encode_rdev(n->rmajor, n->rminor);
 		}
+		if (!S_ISDIR(n->mode) && n->data)
+			nlink = n->data->links;
 		memset(&ie, 0, sizeof(ie));
 		lz_put_le16(&ie.format, (uint16_t)(1 | n->layout << 1));
 		lz_put_le16(&ie.xattr_icount, n->xsize ? (uint16_t)((n->xsize - 12) / 4 + 1) : 0);
