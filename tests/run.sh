@@ -55,6 +55,8 @@ for kind in "${kinds[@]}"; do
 			args=()
 			[ -d tests/fuzz/corpus/$n ] && args+=(tests/fuzz/corpus/$n)
 			[ -d tests/bad/${n%%_*} ] && args+=(tests/bad/${n%%_*})
+			# real images seed the replay in place: fixtures are never copied into the repo
+			[ "$n" = rafs ] && args+=("$LAZYIMG_FIXTURES/rafs")
 			run_one "fuzz/$n" "$t" "${args[@]}"
 		done ;;
 	integration)
