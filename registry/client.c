@@ -755,6 +755,9 @@ static int request(struct reg_client *c, struct req *r, const char *path, struct
 			r->auth = !mirror;
 			refresh_if_due(c);
 again:
+			/* a body collected from a 401 or a redirect is not the answer: drop it */
+			if (x0.grow && x->buf != x0.buf)
+				free(x->buf);
 			*x = x0;
 			errbuf[0] = 0;
 			r->url = url;
@@ -810,8 +813,10 @@ again:
 
 					lz_warn("%s %s: %s; retrying", r->method, path,
 						ret ? errbuf : (snprintf(errbuf, sizeof(errbuf), "HTTP %ld", *status), errbuf));
-					if (x0.grow)
+					if (x0.grow && x->buf != x0.buf) {
 						free(x->buf);
+						*x = x0;
+					}
 					if (ra > 0 && !ret) {
 						/* the server said when: honour it, within reason */
 						struct timespec ts = { LZ_MIN(ra, 10L), 0 };
