@@ -149,6 +149,19 @@ trunc:
 	return -EFSCORRUPTED;
 }
 
+/* An inode number as readdir and lookup hand it out: a hard link's own slot is not one. */
+static int v5_load_ino(const struct rafs *fs, uint64_t ino, struct v5_ino *in)
+{
+	int ret;
+
+	if (ino < 1 || ino > fs->v5_itable_entries)
+		return -ENOENT;
+	ret = v5_load(fs, ino, in);
+	if (!ret && in->ino != ino)
+		ret = -ENOENT;
+	return ret;
+}
+
 static void v5_attr(const struct rafs *fs, const struct v5_ino *in, struct img_attr *a)
 {
 	a->ino = in->ino;
@@ -174,13 +187,9 @@ static int v5_getattr(struct image *img, uint64_t ino, struct img_attr *a)
 	struct v5_ino in;
 	int ret;
 
-	if (ino < 1 || ino > fs->v5_itable_entries)
-		return -ENOENT;
-	ret = v5_load(fs, ino, &in);
+	ret = v5_load_ino(fs, ino, &in);
 	if (ret)
 		return ret;
-	if (in.ino != ino)
-		return -ENOENT; /* a hard link's own slot, not an inode number readdir gives */
 	v5_attr(fs, &in, a);
 	return 0;
 }
@@ -316,9 +325,7 @@ static ssize_t v5_readlink(struct image *img, uint64_t ino, char *buf, size_t si
 	struct v5_ino in;
 	int ret;
 
-	if (ino < 1 || ino > fs->v5_itable_entries)
-		return -ENOENT;
-	ret = v5_load(fs, ino, &in);
+	ret = v5_load_ino(fs, ino, &in);
 	if (ret)
 		return ret;
 	if (!S_ISLNK(in.mode))
@@ -407,9 +414,7 @@ static ssize_t v5_listxattr(struct image *img, uint64_t ino, char *buf, size_t s
 	struct v5_ino in;
 	int ret;
 
-	if (ino < 1 || ino > fs->v5_itable_entries)
-		return -ENOENT;
-	ret = v5_load(fs, ino, &in);
+	ret = v5_load_ino(fs, ino, &in);
 	if (ret)
 		return ret;
 	ret = v5_xattr_walk(&in, xlist_fn, &x);
@@ -423,9 +428,7 @@ static ssize_t v5_getxattr(struct image *img, uint64_t ino, const char *name, vo
 	struct v5_ino in;
 	int ret;
 
-	if (ino < 1 || ino > fs->v5_itable_entries)
-		return -ENOENT;
-	ret = v5_load(fs, ino, &in);
+	ret = v5_load_ino(fs, ino, &in);
 	if (ret)
 		return ret;
 	ret = v5_xattr_walk(&in, xget_fn, &x);
@@ -475,9 +478,7 @@ static ssize_t v5_read(struct image *img, uint64_t ino, void *buf, size_t size, 
 	uint32_t lo, hi;
 	int ret;
 
-	if (ino < 1 || ino > fs->v5_itable_entries)
-		return -ENOENT;
-	ret = v5_load(fs, ino, &in);
+	ret = v5_load_ino(fs, ino, &in);
 	if (ret)
 		return ret;
 	if (!S_ISREG(in.mode))
@@ -537,9 +538,7 @@ static int v5_chunks(struct image *img, uint64_t ino, img_chunk_fn fn, void *arg
 	struct v5_ino in;
 	int ret;
 
-	if (ino < 1 || ino > fs->v5_itable_entries)
-		return -ENOENT;
-	ret = v5_load(fs, ino, &in);
+	ret = v5_load_ino(fs, ino, &in);
 	if (ret)
 		return ret;
 	if (!S_ISREG(in.mode))
