@@ -264,7 +264,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
 	if (n < 0) {
 		atomic_fetch_add_explicit(&fs->st_read_errors, 1, memory_order_relaxed);
 		/* reads never pass internal codes through: anything unexpected is EIO */
-		fuse_reply_err(req, n == -ENOENT || n == -EISDIR ? (int)-n : EIO);
+		/* an open file exists: only "is a directory" passes through, anything else is EIO */
+		fuse_reply_err(req, n == -EISDIR ? EISDIR : EIO);
 		return;
 	}
 	atomic_fetch_add_explicit(&fs->st_read_bytes, (uint64_t)n, memory_order_relaxed);
