@@ -474,6 +474,24 @@ static void umount_usage(FILE *out)
 	      "  -h, --help   this text\n", out);
 }
 
+/* A server that exited but was not reaped yet (its parent was init) is done. */
+static bool pid_is_zombie(pid_t pid)
+{
+	char path[64], buf[256], *rp;
+	FILE *f;
+	size_t n;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	f = fopen(path, "re");
+	if (!f)
+		return false;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = 0;
+	rp = strrchr(buf, ')');
+	return rp && rp[1] == ' ' && rp[2] == 'Z';
+}
+
 int cmd_umount(int argc, char **argv)
 {
 	static const struct option lopts[] = {
@@ -519,7 +537,7 @@ int cmd_umount(int argc, char **argv)
 	for (int i = 0; pid > 0 && !lazy && i < 1000; i++) {
 		struct timespec ts = { 0, 10 * 1000 * 1000 };
 
-		if (kill(pid, 0) < 0 && errno == ESRCH)
+		if ((kill(pid, 0) < 0 && errno == ESRCH) || pid_is_zombie(pid))
 			return 0;
 		nanosleep(&ts, NULL);
 	}
