@@ -497,6 +497,29 @@ struct hlset {
 	size_t n, cap;
 };
 
+static struct hl *hl_find(struct hlset *hs, const struct stat *st)
+{
+	for (size_t j = 0; j < hs->n; j++)
+		if (hs->v[j].dev == st->st_dev && hs->v[j].ino == st->st_ino)
+			return &hs->v[j];
+	return NULL;
+}
+
+static int hl_add(struct hlset *hs, const struct stat *st, struct bdata *d)
+{
+	if (hs->n == hs->cap) {
+		size_t nc = hs->cap ? hs->cap * 2 : 64;
+		struct hl *nv = lz_realloc(hs->v, nc * sizeof(*nv));
+
+		if (!nv)
+			return -ENOMEM;
+		hs->v = nv;
+		hs->cap = nc;
+	}
+	hs->v[hs->n++] = (struct hl){ st->st_dev, st->st_ino, d };
+	return 0;
+}
+
 static int read_xattrs(struct bnode *n, const char *path)
 {
 	char names[65536];
@@ -591,31 +614,15 @@ static int scan_dir(struct builder *b, struct bnode *dirn, char *path, size_t pl
 			break;
 		if (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode) && st.st_nlink > 1) {
 			/* hard-linked symlinks, devices, fifos, sockets share one inode too */
-			struct hl *h = NULL;
+			struct hl *h = hl_find(hs, &st);
 
-			for (size_t j = 0; j < hs->n; j++)
-				if (hs->v[j].dev == st.st_dev && hs->v[j].ino == st.st_ino)
-					h = &hs->v[j];
 			if (h) {
 				k->data = h->data;
 			} else {
 				k->data = rafs_bdata_new();
-				if (!k->data) {
-					ret = -ENOMEM;
+				ret = k->data ? hl_add(hs, &st, k->data) : -ENOMEM;
+				if (ret)
 					break;
-				}
-				if (hs->n == hs->cap) {
-					size_t nc = hs->cap ? hs->cap * 2 : 64;
-					struct hl *nv = lz_realloc(hs->v, nc * sizeof(*nv));
-
-					if (!nv) {
-						ret = -ENOMEM;
-						break;
-					}
-					hs->v = nv;
-					hs->cap = nc;
-				}
-				hs->v[hs->n++] = (struct hl){ st.st_dev, st.st_ino, k->data };
 			}
 		}
 		if (S_ISLNK(st.st_mode)) {
@@ -631,13 +638,8 @@ static int scan_dir(struct builder *b, struct bnode *dirn, char *path, size_t pl
 			if (!k->target)
 				ret = -ENOMEM;
 		} else if (S_ISREG(st.st_mode)) {
-			struct hl *h = NULL;
+			struct hl *h = st.st_nlink > 1 ? hl_find(hs, &st) : NULL;
 
-			if (st.st_nlink > 1) {
-				for (size_t j = 0; j < hs->n; j++)
-					if (hs->v[j].dev == st.st_dev && hs->v[j].ino == st.st_ino)
-						h = &hs->v[j];
-			}
 			if (h) {
 				k->data = h->data;
 			} else {
@@ -650,20 +652,8 @@ static int scan_dir(struct builder *b, struct bnode *dirn, char *path, size_t pl
 				}
 				ret = add_file_data(b, k, fd, NULL);
 				close(fd);
-				if (!ret && st.st_nlink > 1) {
-					if (hs->n == hs->cap) {
-						size_t nc = hs->cap ? hs->cap * 2 : 64;
-						struct hl *nv = lz_realloc(hs->v, nc * sizeof(*nv));
-
-						if (!nv) {
-							ret = -ENOMEM;
-							break;
-						}
-						hs->v = nv;
-						hs->cap = nc;
-					}
-					hs->v[hs->n++] = (struct hl){ st.st_dev, st.st_ino, k->data };
-				}
+				if (!ret && st.st_nlink > 1)
+					ret = hl_add(hs, &st, k->data);
 			}
 		} else if (S_ISDIR(st.st_mode)) {
 			ret = scan_dir(b, k, path, plen + 1 + nl, hs, depth + 1);
