@@ -95,9 +95,9 @@ struct rafs {
 	uint32_t nblobs;
 
 	char *blob_dir;
-	const struct rafs_backend_ops *backend;
+	const struct img_backend_ops *backend;
 	void *backend_ctx;
-	const struct rafs_cache_ops *cache;
+	const struct img_cache_ops *cache;
 	void *cache_ctx;
 
 	struct rafs_cslot *slots;

@@ -83,7 +83,7 @@ static void cache_done(void *ctx, unsigned bi, const struct img_chunk *c, const 
 		lz_warn("chunk %u could not be stored in the cache; it will be fetched again", c->index);
 }
 
-static const struct rafs_cache_ops cache_ops = {
+static const struct img_cache_ops cache_ops = {
 	.begin = cache_begin,
 	.done = cache_done,
 };

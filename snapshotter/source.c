@@ -20,7 +20,7 @@ static int backend_read(void *ctx, unsigned blob_index, const char *blob_id, voi
 	return reg_get_blob_range(s->reg, digest, buf, len, off);
 }
 
-static const struct rafs_backend_ops registry_backend = {
+static const struct img_backend_ops registry_backend = {
 	.read = backend_read,
 };
 

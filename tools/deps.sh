@@ -4,7 +4,8 @@ set -euo pipefail
 pkgs=(
 	build-essential pkg-config clang bc
 	libfuse3-dev fuse3 libcurl4-openssl-dev liburing-dev libzstd-dev liblz4-dev libssl-dev
-	zlib1g-dev libxxhash-dev libjson-c-dev
+	zlib1g-dev libxxhash-dev libjson-c-dev libyajl-dev libdeflate-dev
+	libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev libgrpc-dev gnuplot-nox iproute2 containerd runc
 	python3 b3sum attr tree erofs-utils util-linux kmod procps debootstrap
 	docker-registry skopeo jq apache2-utils curl openssl
 )

@@ -59,6 +59,30 @@ struct img_chunk {
 
 typedef int (*img_chunk_fn)(void *arg, const struct img_chunk *c);
 
+/*
+ * Where chunk data comes from: a format's reads go through these when the
+ * caller provides them (registry backends, the blob cache). Formats that
+ * index chunks by blob give the blob's index and id ("sha256" hex for
+ * registry layers); `off` and `len` are compressed-blob coordinates.
+ */
+struct img_backend_ops {
+	/* Read exactly len bytes at off of blob `blob_id`; 0 or negative errno. */
+	int (*read)(void *ctx, unsigned blob_index, const char *blob_id, void *buf, size_t len,
+		    uint64_t off);
+};
+
+/*
+ * A cache of verified, uncompressed chunks in front of the backend. begin()
+ * returns 1 when it filled buf from the cache, 0 when the caller must fetch
+ * (and then must call done() with the verified data or the error: this is
+ * the single-flight contract), or a negative errno. Chunks are identified by
+ * (blob_index, c->index) and stored at c->uncompressed_offset.
+ */
+struct img_cache_ops {
+	int (*begin)(void *ctx, unsigned blob_index, const struct img_chunk *c, void *buf);
+	void (*done)(void *ctx, unsigned blob_index, const struct img_chunk *c, const void *buf, int err);
+};
+
 struct img_statfs {
 	uint64_t blocks, files;
 	uint32_t bsize;

@@ -17,33 +17,15 @@
 
 struct rafs;
 
-/* Where chunk data comes from; the default reads files named by blob id in blob_dir. */
-struct rafs_backend_ops {
-	/* Read exactly len bytes at off of blob `blob_id`; 0 or negative errno. */
-	int (*read)(void *ctx, unsigned blob_index, const char *blob_id, void *buf, size_t len,
-		    uint64_t off);
-};
-
-/*
- * A cache of verified, uncompressed chunks in front of the backend. begin()
- * returns 1 when it filled buf from the cache, 0 when the caller must fetch
- * (and then must call done() with the verified data or the error: this is
- * the single-flight contract), or a negative errno.
- */
-struct rafs_cache_ops {
-	int (*begin)(void *ctx, unsigned blob_index, const struct img_chunk *c, void *buf);
-	void (*done)(void *ctx, unsigned blob_index, const struct img_chunk *c, const void *buf, int err);
-};
-
 struct rafs_opts {
 	const char *blob_dir;      /* localfs backend directory (may be NULL: no data) */
 	bool validate;             /* verify chunk digests on every cache fill */
 	/* Blob id to use for blobs whose bootstrap came out of that blob (inlined
 	 * meta): nydus ignores the recorded id then. NULL: none. */
 	const char *inlined_blob_id;
-	const struct rafs_backend_ops *backend; /* NULL: localfs */
+	const struct img_backend_ops *backend; /* NULL: localfs */
 	void *backend_ctx;
-	const struct rafs_cache_ops *cache;
+	const struct img_cache_ops *cache;
 	void *cache_ctx;
 	size_t chunk_cache_slots;  /* decoded-chunk cache slots; 0: default */
 };
