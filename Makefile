@@ -4,7 +4,7 @@ CC ?= cc
 V ?= 0
 WERROR ?= 1
 
-PKGS := fuse3 libcurl liburing libzstd liblz4 openssl zlib libxxhash json-c
+PKGS := fuse3 libcurl liburing libzstd liblz4 openssl zlib libxxhash json-c yajl libdeflate libprotobuf-c grpc
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 

@@ -93,6 +93,10 @@ int snap_cache_init(struct snap_source *s)
 	char dir[4200];
 	int ret;
 
+	if (s->o.shared_cache) {
+		s->cache = s->o.shared_cache;
+		return 0;
+	}
 	snprintf(dir, sizeof(dir), "%s/blobs", s->o.cache_dir);
 	ret = bcache_open(dir, s->o.cache_max, &s->cache);
 	if (ret == -EBUSY)
@@ -156,6 +160,7 @@ void snap_cache_exit(struct snap_source *s)
 	free(s->blob_space);
 	free(s->blob_chunks);
 	s->blobs = NULL;
-	bcache_close(s->cache);
+	if (s->cache != s->o.shared_cache)
+		bcache_close(s->cache);
 	s->cache = NULL;
 }

@@ -10,6 +10,8 @@
 #include "lazyimg/image.h"
 #include "lazyimg/reg.h"
 
+struct bcache;
+
 struct snap_source_opts {
 	const char *cache_dir;      /* blob cache and bootstraps; required */
 	uint64_t cache_max;         /* bytes, 0 = no cap */
@@ -18,6 +20,13 @@ struct snap_source_opts {
 	int fetch_timeout_ms;       /* how long a reader waits for a chunk; default 60 s */
 	int prefetch;               /* SNAP_PREFETCH_*; default: the image's prefetch table */
 	const char *prefetch_files; /* with SNAP_PREFETCH_LIST: paths, one per line */
+	/* A blob cache shared by several sources in one process (borrowed; must
+	 * outlive them). NULL: snap_source_start opens <cache_dir>/blobs itself,
+	 * which only one source per process can do (the directory is flocked). */
+	struct bcache *shared_cache;
+	/* eStargz only: serve just this layer ("sha256:..."), whiteouts shown in
+	 * overlayfs form, as a snapshotter needs. NULL: all layers merged. */
+	const char *layer;
 };
 
 enum { SNAP_PREFETCH_TABLE = 0, SNAP_PREFETCH_NONE, SNAP_PREFETCH_LIST, SNAP_PREFETCH_ALL };
