@@ -297,6 +297,104 @@ void reg_get_stats(const struct reg_client *c, struct reg_stats *st)
 	st->token_fetches = atomic_load(&c->st_tokens);
 }
 
+/* ---------- per-host connection cap, shared by every client in the process ---------- */
+
+/*
+ * Each client bounds its own requests (o.max_conns); this bounds the sum
+ * over all clients (all mounts of a server) per host, so that fifty mounts
+ * of one registry do not open fifty times the connections. Hosts are few:
+ * a small table with a linear scan, under one mutex taken twice per request.
+ */
+#define REG_HOST_SLOTS 64
+
+struct host_slot {
+	char host[REG_MAX_HOST + 8];
+	int inflight, peak;
+	pthread_cond_t cv;
+};
+
+static pthread_mutex_t hosts_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct host_slot hosts[REG_HOST_SLOTS];
+static int nhosts;
+static int host_cap = REG_DEFAULT_HOST_CONNS;
+
+void reg_set_host_conns(int n)
+{
+	pthread_mutex_lock(&hosts_lock);
+	host_cap = n > 0 ? n : REG_DEFAULT_HOST_CONNS;
+	for (int i = 0; i < nhosts; i++)
+		pthread_cond_broadcast(&hosts[i].cv);
+	pthread_mutex_unlock(&hosts_lock);
+}
+
+/* "scheme://host[:port]/..." -> host[:port]; false when there is none */
+static bool url_host(const char *url, char *out, size_t size)
+{
+	const char *p = strstr(url, "://"), *e;
+
+	if (!p)
+		return false;
+	p += 3;
+	e = p + strcspn(p, "/?#");
+	if (e == p || (size_t)(e - p) >= size)
+		return false;
+	memcpy(out, p, (size_t)(e - p));
+	out[e - p] = 0;
+	return true;
+}
+
+/* Returns the slot to release, or NULL when the host is not tracked (table
+ * full or odd URL): the client's own cap still applies then. */
+static struct host_slot *host_acquire(const char *url)
+{
+	char host[REG_MAX_HOST + 8];
+	struct host_slot *s = NULL;
+
+	if (!url_host(url, host, sizeof(host)))
+		return NULL;
+	pthread_mutex_lock(&hosts_lock);
+	for (int i = 0; i < nhosts; i++)
+		if (!strcmp(hosts[i].host, host)) {
+			s = &hosts[i];
+			break;
+		}
+	if (!s && nhosts < REG_HOST_SLOTS) {
+		s = &hosts[nhosts++];
+		snprintf(s->host, sizeof(s->host), "%s", host);
+		pthread_cond_init(&s->cv, NULL);
+	}
+	if (s) {
+		while (s->inflight >= host_cap)
+			pthread_cond_wait(&s->cv, &hosts_lock);
+		if (++s->inflight > s->peak)
+			s->peak = s->inflight;
+	}
+	pthread_mutex_unlock(&hosts_lock);
+	return s;
+}
+
+static void host_release(struct host_slot *s)
+{
+	if (!s)
+		return;
+	pthread_mutex_lock(&hosts_lock);
+	s->inflight--;
+	pthread_cond_signal(&s->cv);
+	pthread_mutex_unlock(&hosts_lock);
+}
+
+int reg_host_peak_conns(const char *host)
+{
+	int peak = -ENOENT;
+
+	pthread_mutex_lock(&hosts_lock);
+	for (int i = 0; i < nhosts; i++)
+		if (!strcmp(hosts[i].host, host))
+			peak = hosts[i].peak;
+	pthread_mutex_unlock(&hosts_lock);
+	return peak;
+}
+
 /* ---------- one HTTP exchange ---------- */
 
 struct xfer {
@@ -451,6 +549,7 @@ struct req {
 
 static int perform(struct reg_client *c, const struct req *r, struct xfer *x, long *status, char *errbuf)
 {
+	struct host_slot *hs;
 	struct curl_slist *h = NULL;
 	char line[8192];
 	CURLcode cc;
@@ -521,7 +620,9 @@ static int perform(struct reg_client *c, const struct req *r, struct xfer *x, lo
 	}
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
 	sem_wait(&c->conns);
+	hs = host_acquire(r->url);
 	cc = curl_easy_perform(e);
+	host_release(hs);
 	sem_post(&c->conns);
 	atomic_fetch_add(&c->st_requests, 1);
 	curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, status);

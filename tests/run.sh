@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the test suite: unit programs, fuzz-corpus replays, and the scripts in
-# tests/integration (real FUSE mounts). Usage: tests/run.sh [unit|fuzz|integration]...
+# tests/integration (real FUSE mounts). Usage: [ONLY=regex] tests/run.sh [unit|fuzz|integration]...
 # Exit codes of each test: 0 pass, 77 skip (missing kernel feature only), else fail.
 # Ends with the line "N passed, N failed" and exits non-zero on any failure.
 set -u
@@ -26,6 +26,8 @@ fi
 
 run_one() { # name, command...
 	local name=$1; shift
+	# ONLY=regex runs just the tests whose name (e.g. integration/46-registry-hostcap) matches
+	if [ -n "${ONLY:-}" ] && ! [[ $name =~ $ONLY ]]; then return 0; fi
 	local log=$logdir/${name//\//_}.log start rc
 	start=$(date +%s.%N)
 	timeout -k 10 "$TEST_TIMEOUT" "$@" >"$log" 2>&1

@@ -49,6 +49,15 @@ struct reg_opts {
 
 struct reg_client;
 
+/* Requests in flight to one host (registry, mirror or redirect target),
+ * summed over every client in the process; each client's max_conns also
+ * applies. */
+#define REG_DEFAULT_HOST_CONNS 16
+void reg_set_host_conns(int n);
+/* Highest number of concurrent requests seen to host ("h:port"), for tests
+ * and stats; -ENOENT if the host was never contacted. */
+int reg_host_peak_conns(const char *host);
+
 void reg_global_init(void);
 int reg_client_new(const struct reg_ref *ref, const struct reg_opts *opts, struct reg_client **out);
 void reg_client_free(struct reg_client *c);
