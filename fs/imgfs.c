@@ -4,11 +4,13 @@
 #include "lazyimg/imgfs.h"
 
 #include <fuse_lowlevel.h>
+#include <linux/fuse.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <sys/statvfs.h>
 #include <time.h>
 
@@ -25,6 +27,11 @@ struct imgfs {
 	_Atomic uint64_t lat[IMGFS_LAT_BUCKETS];
 	_Atomic uint64_t lat_max;
 	unsigned max_threads;
+	bool handover;
+	_Atomic uint64_t inflight;
+	_Atomic uint64_t slot_t0[IMGFS_TRACK_SLOTS];  /* start (us) of a timed read, 0 = free */
+	uint8_t init_req[IMGFS_INIT_MAX];
+	size_t init_len;
 };
 
 static struct imgfs *fs_of(fuse_req_t req)
@@ -241,14 +248,47 @@ static void record_latency(struct imgfs *fs, uint64_t us)
 		;
 }
 
+/* Hung-request accounting: a read holds a slot (its start time) while it runs. */
+static int track_begin(struct imgfs *fs, uint64_t t0)
+{
+	atomic_fetch_add_explicit(&fs->inflight, 1, memory_order_relaxed);
+	for (int i = 0; i < IMGFS_TRACK_SLOTS; i++) {
+		uint64_t zero = 0;
+
+		if (atomic_compare_exchange_strong(&fs->slot_t0[i], &zero, t0 ? t0 : 1))
+			return i;
+	}
+	return -1;
+}
+
+static void track_end(struct imgfs *fs, int slot)
+{
+	if (slot >= 0)
+		atomic_store(&fs->slot_t0[slot], 0);
+	atomic_fetch_sub_explicit(&fs->inflight, 1, memory_order_relaxed);
+}
+
+static void op_read_inner(struct imgfs *fs, fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			  uint64_t t0);
+
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
 	struct imgfs *fs = fs_of(req);
 	uint64_t t0 = mono_us();
+	int slot;
+
+	atomic_fetch_add_explicit(&fs->st_reads, 1, memory_order_relaxed);
+	slot = track_begin(fs, t0);
+	op_read_inner(fs, req, ino, size, off, t0);
+	track_end(fs, slot);
+}
+
+static void op_read_inner(struct imgfs *fs, fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			  uint64_t t0)
+{
 	uint8_t *buf;
 	ssize_t n;
 
-	atomic_fetch_add_explicit(&fs->st_reads, 1, memory_order_relaxed);
 	if (off < 0) {
 		fuse_reply_err(req, EINVAL);
 		return;
@@ -537,19 +577,87 @@ static const struct fuse_lowlevel_ops imgfs_ops = {
 	.fallocate = op_fallocate,
 };
 
+/* The kernel's opcode for INIT and the RESEND notification (Linux 6.9,
+ * include/uapi/linux/fuse.h; not in older userspace headers). */
+#define IMGFS_OP_INIT 26
+#define IMGFS_NOTIFY_RESEND 7
+
+/*
+ * A fresh handover mount: read the kernel's first request (always INIT: the
+ * kernel queues it at mount time and holds everything else until it is
+ * answered), keep a copy for a successor, then process it as usual.
+ */
+static int record_init(struct imgfs *fs)
+{
+	struct fuse_buf fbuf = { 0 };
+	const struct fuse_in_header *in;
+	int n = fuse_session_receive_buf(fs->se, &fbuf);
+
+	if (n <= 0 || (fbuf.flags & FUSE_BUF_IS_FD) || fbuf.size < sizeof(*in)) {
+		lz_err("no INIT request from the kernel after mounting (%d)", n);
+		free(fbuf.mem);
+		return n < 0 ? n : -EIO;
+	}
+	in = fbuf.mem;
+	if (in->opcode != IMGFS_OP_INIT || fbuf.size > sizeof(fs->init_req)) {
+		lz_err("first request after mounting is opcode %u (%zu bytes), not INIT", in->opcode,
+		       fbuf.size);
+		free(fbuf.mem);
+		return -EPROTO;
+	}
+	memcpy(fs->init_req, fbuf.mem, fbuf.size);
+	fs->init_len = fbuf.size;
+	fuse_session_process_buf(fs->se, &fbuf);
+	free(fbuf.mem);
+	return 0;
+}
+
+/*
+ * An adopted mount: feed libfuse the INIT the first server saw so that it
+ * negotiates the same protocol. Its reply carries a unique the kernel has
+ * already retired: the kernel answers ENOENT, which libfuse treats as an
+ * interrupted request and ignores. Then ask the kernel to queue again the
+ * requests the dead server had read but not answered.
+ */
+static int replay_init(struct imgfs *fs, const void *req, size_t len)
+{
+	struct fuse_buf fbuf = { 0 };
+	struct fuse_out_header oh = { .len = sizeof(oh), .error = IMGFS_NOTIFY_RESEND, .unique = 0 };
+	const struct fuse_in_header *in = req;
+
+	if (!req || len < sizeof(*in) || len > sizeof(fs->init_req) || in->opcode != IMGFS_OP_INIT ||
+	    in->len != len) {
+		lz_err("cannot adopt a FUSE session without its recorded INIT request");
+		return -EINVAL;
+	}
+	memcpy(fs->init_req, req, len);
+	fs->init_len = len;
+	fbuf.mem = fs->init_req;
+	fbuf.size = len;
+	fuse_session_process_buf(fs->se, &fbuf);
+	if (write(fuse_session_fd(fs->se), &oh, sizeof(oh)) != (ssize_t)sizeof(oh))
+		lz_warn("kernel cannot resend interrupted FUSE requests (%s): their readers may hang",
+			strerror(errno));
+	return 0;
+}
+
 int imgfs_mount(struct image *img, const struct imgfs_opts *o, struct imgfs **out)
 {
 	char opts[512], sub[64];
 	const char *argv[8];
 	struct fuse_args args;
 	struct imgfs *fs;
-	int argc = 0, ret;
+	int argc = 0, ret, adopt = o->adopt_fd;
 
 	fs = lz_calloc(1, sizeof(*fs));
-	if (!fs)
+	if (!fs) {
+		if (adopt > 0)
+			close(adopt);
 		return -ENOMEM;
+	}
 	fs->img = img;
 	fs->max_threads = o->max_threads;
+	fs->handover = o->handover || adopt > 0;
 	snprintf(sub, sizeof(sub), "%s", o->subtype ? o->subtype : img->format);
 	for (char *p = sub; *p; p++)
 		if (*p == ',' || *p == '=')
@@ -570,15 +678,43 @@ int imgfs_mount(struct image *img, const struct imgfs_opts *o, struct imgfs **ou
 		ret = -EIO;
 		goto err;
 	}
+	if (adopt > 0) {
+		char devfd[32];
+
+		/* libfuse >= 3.14 serves an already mounted fd passed as /dev/fd/N */
+		snprintf(devfd, sizeof(devfd), "/dev/fd/%d", adopt);
+		if (fuse_session_mount(fs->se, devfd) != 0) {
+			lz_err("cannot adopt /dev/fuse fd %d for %s", adopt, o->mountpoint);
+			ret = -EIO;
+			goto err;
+		}
+		adopt = -1; /* the session owns it now */
+		ret = replay_init(fs, o->init_req, o->init_len);
+		if (ret)
+			goto err;
+		*out = fs;
+		return 0;
+	}
 	if (fuse_session_mount(fs->se, o->mountpoint) != 0) {
 		lz_err("cannot mount on %s", o->mountpoint);
 		ret = -EIO;
 		goto err;
 	}
 	fs->mounted = true;
+	if (fs->handover) {
+		ret = record_init(fs);
+		if (ret)
+			goto err;
+	}
 	*out = fs;
 	return 0;
 err:
+	if (adopt > 0)
+		close(adopt);
+	if (fs->handover && fs->mounted) {
+		/* imgfs_destroy leaves handover mounts alone: this one never served */
+		fuse_session_unmount(fs->se);
+	}
 	imgfs_destroy(fs);
 	return ret;
 }
@@ -590,7 +726,8 @@ int imgfs_run(struct imgfs *fs)
 
 	if (!cfg)
 		return -ENOMEM;
-	fuse_loop_cfg_set_clone_fd(cfg, 1);
+	/* a handover session keeps every request on the fd a successor adopts */
+	fuse_loop_cfg_set_clone_fd(cfg, fs->handover ? 0 : 1);
 	fuse_loop_cfg_set_idle_threads(cfg, 4);
 	if (fs->max_threads)
 		fuse_loop_cfg_set_max_threads(cfg, fs->max_threads);
@@ -609,7 +746,7 @@ void imgfs_destroy(struct imgfs *fs)
 	if (!fs)
 		return;
 	if (fs->se) {
-		if (fs->mounted)
+		if (fs->mounted && !fs->handover)
 			fuse_session_unmount(fs->se);
 		fuse_session_destroy(fs->se);
 	}
@@ -644,4 +781,29 @@ void imgfs_get_stats(const struct imgfs *fs, struct imgfs_stats *st)
 		st->lat_p90_us = LZ_MIN(st->lat_p90_us, st->lat_max_us);
 		st->lat_p99_us = LZ_MIN(st->lat_p99_us, st->lat_max_us);
 	}
+}
+
+int imgfs_fd(const struct imgfs *fs)
+{
+	return fuse_session_fd(fs->se);
+}
+
+const void *imgfs_init_request(const struct imgfs *fs, size_t *len)
+{
+	*len = fs->init_len;
+	return fs->init_len ? fs->init_req : NULL;
+}
+
+void imgfs_inflight(const struct imgfs *fs, uint64_t hung_us, uint64_t *inflight, uint64_t *hung)
+{
+	uint64_t now = mono_us(), n = 0;
+
+	for (int i = 0; i < IMGFS_TRACK_SLOTS; i++) {
+		uint64_t t0 = atomic_load(&fs->slot_t0[i]);
+
+		if (t0 && now > t0 && now - t0 > hung_us)
+			n++;
+	}
+	*inflight = atomic_load(&fs->inflight);
+	*hung = n;
 }

@@ -17,7 +17,27 @@ struct imgfs_opts {
 	bool allow_other;
 	bool debug;             /* libfuse request tracing */
 	unsigned max_threads;   /* 0: libfuse default */
+	/*
+	 * Handing a live mount to a successor process (lazyimg serve, snapfs.h).
+	 * handover: every worker reads the one /dev/fuse fd (a cloned fd dies
+	 * with this process and the kernel aborts the requests it carried), the
+	 * kernel's FUSE_INIT request is kept for imgfs_init_request(), and
+	 * imgfs_destroy() never unmounts (the caller decides).
+	 * adopt_fd > 0 (implies handover): serve this fd of a mount made by an
+	 * earlier server instead of mounting; the imgfs owns it from then on,
+	 * also on failure. init_req/init_len: the INIT request that server
+	 * recorded, replayed so that libfuse knows the negotiated protocol
+	 * (the kernel sends INIT once per mount). Requests the old server read
+	 * but never answered are then asked back with FUSE_NOTIFY_RESEND
+	 * (Linux >= 6.9; older kernels leave those readers waiting).
+	 */
+	bool handover;
+	int adopt_fd;
+	const void *init_req;
+	size_t init_len;
 };
+
+#define IMGFS_INIT_MAX 512      /* bytes of a recorded FUSE_INIT request */
 
 #define IMGFS_LAT_BUCKETS 32  /* read latency histogram: bucket i holds [2^i, 2^(i+1)) us */
 
@@ -37,6 +57,14 @@ void imgfs_exit(struct imgfs *fs);
 /* Unmount (if still mounted) and free. */
 void imgfs_destroy(struct imgfs *fs);
 void imgfs_get_stats(const struct imgfs *fs, struct imgfs_stats *st);
+/* The session's /dev/fuse fd (still owned by the imgfs). */
+int imgfs_fd(const struct imgfs *fs);
+/* Handover sessions: the recorded FUSE_INIT request; NULL (len 0) otherwise. */
+const void *imgfs_init_request(const struct imgfs *fs, size_t *len);
+/* Reads being served right now, and how many of them started more than
+ * hung_us ago (the first IMGFS_TRACK_SLOTS concurrent reads are timed). */
+#define IMGFS_TRACK_SLOTS 64
+void imgfs_inflight(const struct imgfs *fs, uint64_t hung_us, uint64_t *inflight, uint64_t *hung);
 
 
 /*

@@ -41,7 +41,17 @@ struct snap_fs_opts {
 	struct reg_opts reg;           /* registry options for every mount */
 	uint64_t cache_max;            /* bytes, 0 = no cap */
 	int prefetch;                  /* SNAP_PREFETCH_* */
-	int threads;                   /* FUSE worker threads shared by all mounts; 0 = default */
+	int threads;                   /* at most this many FUSE worker threads per mount; 0 = default */
+	/*
+	 * Unix socket of an fd holder (snap_fdholder_main), or NULL. With one,
+	 * every mount's /dev/fuse fd is parked there, snap_fs_close() leaves the
+	 * kernel mounts in place (requests queue in the kernel) and the next
+	 * snap_fs_open() adopts them: open files survive a restart or a crash
+	 * of the serving process. Without one, snap_fs_close() unmounts and the
+	 * next open mounts again from the persisted state.
+	 */
+	const char *fd_holder;
+	bool no_restore;               /* do not restore persisted mounts at open */
 };
 
 /* Open (creating dirs) and restore every persisted mount. */
@@ -72,6 +82,66 @@ int snap_fs_teardown(struct snap_fs *fs);
 int snap_fs_bootstrap_file(struct snap_fs *fs, const char *id, char *buf, size_t len);
 /* <root>/snapshots/<id>/fs */
 int snap_fs_upper_path(struct snap_fs *fs, const char *id, char *buf, size_t len);
+
+/* One mount as listed. state: "mounting", "ready" or "failed" (error says why;
+ * a failed restore keeps its persisted state and a new Mount retries it). */
+struct snap_fs_info {
+	char id[SNAP_FS_ID_MAX + 1];
+	char ref[512];
+	char mountpoint[4096];
+	const char *state;
+	int error;                     /* negative errno of a failed mount, else 0 */
+	bool adopted;                  /* serving a FUSE fd inherited from an earlier server */
+};
+/* Every known mount, sorted by id (malloc'd array in *out, free() it). */
+int snap_fs_list(struct snap_fs *fs, struct snap_fs_info **out, size_t *n);
+int snap_fs_get(struct snap_fs *fs, const char *id, struct snap_fs_info *info);
+
+/* Counters of one mount (the keys of `lazyimg stats`); -ENOENT if unknown or not ready. */
+struct snap_fs_stats {
+	struct snap_stats src;
+	uint64_t reads, read_bytes, read_errors, lookups;
+	uint64_t lat[32];              /* read latency histogram, bucket i = [2^i, 2^(i+1)) us */
+	uint64_t lat_p50_us, lat_p90_us, lat_p99_us, lat_max_us;
+	uint64_t inflight, hung;       /* reads running now / running for more than 10 s */
+};
+#define SNAP_FS_HUNG_US (10ull * 1000 * 1000)
+int snap_fs_stats(struct snap_fs *fs, const char *id, struct snap_fs_stats *st);
+/* Bytes the shared blob cache uses in total. */
+uint64_t snap_fs_cache_total(struct snap_fs *fs);
+
+/* id rule: 1..SNAP_FS_ID_MAX of [A-Za-z0-9._-], not "." or "..". */
+bool snap_fs_id_valid(const char *id);
+
+/*
+ * The fd holder: a tiny process that keeps the /dev/fuse fds it is given
+ * (SCM_RIGHTS over a SOCK_SEQPACKET unix socket, mode 0600) and hands
+ * copies to whoever asks, so that the kernel connection of a mount outlives
+ * the server that made it. It exits once it holds no fd and no client is
+ * connected (after a grace period at start). Returns the exit status.
+ */
+int snap_fdholder_main(const char *sock_path);
+/* 0 if a holder answers on sock_path. */
+int snap_fdholder_ping(const char *sock_path);
+
+/*
+ * The control API of `lazyimg serve`: HTTP/1.1 + JSON on a unix socket
+ * (mode 0600), one thread per connection (at most 32 at once). Routes:
+ *   GET    /api/v1/mounts                 list
+ *   POST   /api/v1/mounts                 {"id":..., "labels":{...}} or {"id":..., "ref":...}
+ *   GET    /api/v1/mounts/<id>            mountpoint, state, ready
+ *   DELETE /api/v1/mounts/<id>
+ *   GET    /api/v1/mounts/<id>/stats      the JSON of `lazyimg stats`
+ *   GET    /api/v1/usage?digest=sha256:.. {"digest":..., "bytes":N}
+ *   DELETE /api/v1/cache/<digest>
+ *   GET    /metrics                       Prometheus text format
+ * Errors: {"error":"message"} with 400 (bad request/JSON/id/digest), 404,
+ * 405, 409 (another request for the same id is running; the blob is in use),
+ * 413, 422 (not a lazily mountable image), 500, 502 (registry), 503, 507 (no space).
+ */
+struct snap_serve;
+int snap_serve_start(struct snap_fs *fs, const char *sock_path, struct snap_serve **out);
+void snap_serve_stop(struct snap_serve *s);
 
 /* Label predicates (pure functions of the labels). */
 bool snap_labels_nydus_meta(const struct snap_label *l, size_t n);   /* nydus-bootstrap=true */
