@@ -17,6 +17,7 @@ int cmd_check(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
 int cmd_stats(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 
 /* Runtime files of a mount (pid, log), named after the mountpoint. */
 int cli_runtime_path(const char *mountpoint, const char *suffix, char *buf, size_t size);

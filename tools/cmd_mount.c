@@ -67,6 +67,11 @@ static void mount_usage(FILE *out)
 	      "  --prefetch-files FILE  fetch these paths (one per line) in the background\n"
 	      "  --prefetch-all         fetch the whole image in the background\n"
 	      "  --no-prefetch          ignore the image's prefetch table\n"
+	      "                         (without any of these three, a list recorded for the\n"
+	      "                         image by an earlier --record mount is prefetched)\n"
+	      "  --record FILE          at umount, write the files read (first-read order, one\n"
+	      "                         path per line, the --prefetch-files format) to FILE and\n"
+	      "                         keep a copy per image digest in <cache-dir>/records/\n"
 	      "  --cache-max-size BYTES evict least recently used blobs above this (K/M/G)\n"
 	      "  -b, --bootstrap FILE   the RAFS bootstrap (image.boot)\n"
 	      "  -B, --blob-dir DIR     directory of data blobs named by blob id\n"
@@ -120,6 +125,8 @@ struct stats_ctx {
 	struct imgfs *fs;
 	struct rafs *rafs;
 	struct snap_source *src;
+	struct snap_record *rec;
+	const char *prefetch_source; /* table, none, list, all, recorded, local */
 };
 
 /* GET /stats: the JSON `lazyimg stats` prints; keys are a stable contract */
@@ -152,14 +159,17 @@ static int stats_handler(void *arg, const char *method, const char *path, const 
 			"{\"backend_bytes\":%llu,\"backend_requests\":%llu,\"cache_hits\":%llu,"
 			"\"cache_misses\":%llu,\"prefetch_bytes\":%llu,\"chunk_errors\":%llu,"
 			"\"reads\":%llu,\"read_bytes\":%llu,\"read_errors\":%llu,\"lookups\":%llu,"
-			"\"read_latency_us\":{\"p50\":%llu,\"p90\":%llu,\"p99\":%llu,\"max\":%llu}}\n",
+			"\"read_latency_us\":{\"p50\":%llu,\"p90\":%llu,\"p99\":%llu,\"max\":%llu},"
+			"\"prefetch_source\":\"%s\",\"recording\":%s,\"recorded_files\":%zu}\n",
 			(unsigned long long)ss.backend_bytes, (unsigned long long)ss.backend_requests,
 			(unsigned long long)ss.cache_hits, (unsigned long long)ss.cache_misses,
 			(unsigned long long)ss.prefetch_bytes, (unsigned long long)ss.chunk_errors,
 			(unsigned long long)is.reads, (unsigned long long)is.read_bytes,
 			(unsigned long long)is.read_errors, (unsigned long long)is.lookups,
 			(unsigned long long)is.lat_p50_us, (unsigned long long)is.lat_p90_us,
-			(unsigned long long)is.lat_p99_us, (unsigned long long)is.lat_max_us) < 0 ? -ENOMEM : 0;
+			(unsigned long long)is.lat_p99_us, (unsigned long long)is.lat_max_us,
+			sc->prefetch_source, sc->rec ? "true" : "false",
+			sc->rec ? snap_record_count(sc->rec) : (size_t)0) < 0 ? -ENOMEM : 0;
 }
 
 int cmd_mount(int argc, char **argv)
@@ -185,6 +195,7 @@ int cmd_mount(int argc, char **argv)
 		{ "prefetch-all", no_argument, NULL, 'X' },
 		{ "no-prefetch", no_argument, NULL, 'n' },
 		{ "cache-max-size", required_argument, NULL, 'M' },
+		{ "record", required_argument, NULL, 'R' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -200,6 +211,10 @@ int cmd_mount(int argc, char **argv)
 		blob_real[PATH_MAX], log_real[PATH_MAX];
 	bool fg = false;
 	struct rafs *fs = NULL;
+	struct snap_record *rec = NULL;
+	const char *record_file = NULL, *pf_source = "local";
+	static char record_real[PATH_MAX], record_keep[PATH_MAX];
+	bool pf_explicit = false;
 	struct stat st;
 	int c, ret, pfd[2] = { -1, -1 };
 	pid_t pid;
@@ -235,9 +250,10 @@ int cmd_mount(int argc, char **argv)
 			break;
 		case 't': so.reg.timeout_s = atoi(optarg); break;
 		case 'r': so.reg.retries = atoi(optarg) ? atoi(optarg) : -1; break;
-		case 'P': so.prefetch = SNAP_PREFETCH_LIST; so.prefetch_files = optarg; break;
-		case 'X': so.prefetch = SNAP_PREFETCH_ALL; break;
-		case 'n': so.prefetch = SNAP_PREFETCH_NONE; break;
+		case 'P': so.prefetch = SNAP_PREFETCH_LIST; so.prefetch_files = optarg; pf_explicit = true; break;
+		case 'X': so.prefetch = SNAP_PREFETCH_ALL; pf_explicit = true; break;
+		case 'n': so.prefetch = SNAP_PREFETCH_NONE; pf_explicit = true; break;
+		case 'R': record_file = optarg; break;
 		case 'M': {
 			char *end;
 			unsigned long long v = strtoull(optarg, &end, 10);
@@ -277,6 +293,19 @@ int cmd_mount(int argc, char **argv)
 		return 1;
 	}
 	fo.mountpoint = mnt_real;
+	if (record_file) {
+		char cwd[PATH_MAX];
+
+		/* the server runs in /: keep an absolute path (the file need not exist yet) */
+		if (record_file[0] != '/' &&
+		    (!getcwd(cwd, sizeof(cwd)) ||
+		     snprintf(record_real, sizeof(record_real), "%s/%s", cwd, record_file) >= (int)sizeof(record_real))) {
+			fprintf(stderr, "lazyimg mount: --record %s: path too long\n", record_file);
+			return 1;
+		}
+		if (record_file[0] != '/')
+			record_file = record_real;
+	}
 	if (!boot) {
 		static char cache_real[PATH_MAX], pf_real[PATH_MAX];
 
@@ -307,6 +336,16 @@ int cmd_mount(int argc, char **argv)
 			return 1;
 		}
 		img = snap_source_image(src);
+		pf_source = so.prefetch == SNAP_PREFETCH_NONE ? "none" : so.prefetch == SNAP_PREFETCH_ALL ? "all" :
+			    so.prefetch == SNAP_PREFETCH_LIST ? "list" : "table";
+		if (snap_record_path(so.cache_dir, snap_source_digest(src), record_keep, sizeof(record_keep))) {
+			record_keep[0] = 0;
+		} else if (!pf_explicit && access(record_keep, R_OK) == 0) {
+			/* a workload recorded on this image before: prefetch what it read */
+			snap_source_use_list(src, record_keep);
+			pf_source = "recorded";
+			lz_info("prefetching the list recorded for this image: %s", record_keep);
+		}
 		goto opened;
 	}
 	if (!blob_dir) {
@@ -338,6 +377,14 @@ int cmd_mount(int argc, char **argv)
 	}
 	img = rafs_image(fs);
 opened:
+	if (record_file) {
+		ret = snap_record_new(img, record_file, src && record_keep[0] ? record_keep : NULL, &rec);
+		if (ret) {
+			fprintf(stderr, "lazyimg mount: --record: %s\n", lz_strerror(ret));
+			goto fail;
+		}
+		img = snap_record_image(rec);
+	}
 	ret = cli_runtime_path(fo.mountpoint, "pid", pidpath, sizeof(pidpath));
 	if (!ret)
 		ret = cli_runtime_path(fo.mountpoint, "sock", sockpath, sizeof(sockpath));
@@ -370,6 +417,7 @@ opened:
 			/* the image now lives in the server; this process only reports */
 			rafs_close(fs);
 			snap_source_close(src);
+			snap_record_free(rec);
 			if (n > 0 && msg[0] == '+')
 				return 0;
 			if (n > 0) {
@@ -433,7 +481,8 @@ opened:
 	{
 		static struct stats_ctx sc;
 
-		sc = (struct stats_ctx){ .fs = g_fs, .rafs = fs, .src = src };
+		sc = (struct stats_ctx){ .fs = g_fs, .rafs = fs, .src = src, .rec = rec,
+					 .prefetch_source = pf_source };
 		if (lz_ctl_start(sockpath, stats_handler, &sc, &ctl))
 			lz_warn("no control socket at %s: lazyimg stats will not work", sockpath);
 	}
@@ -454,12 +503,17 @@ opened:
 	lz_ctl_stop(ctl);
 	imgfs_destroy(g_fs);
 	g_fs = NULL;
+	/* after the last FUSE request: the list is complete */
+	if (rec && snap_record_flush(rec))
+		ret = ret ? ret : 1;
+	snap_record_free(rec);
 	rafs_close(fs);
 	snap_source_close(src);
 	unlink(pidpath);
 	lz_info("server for %s stopped", fo.mountpoint);
 	return ret ? 1 : 0;
 fail:
+	snap_record_free(rec);
 	rafs_close(fs);
 	snap_source_close(src);
 	return 1;
@@ -555,7 +609,8 @@ static void stats_usage(FILE *out)
 	      "\n"
 	      "Print the running server's counters as JSON: backend_bytes, backend_requests,\n"
 	      "cache_hits, cache_misses, prefetch_bytes, chunk_errors, reads, read_bytes,\n"
-	      "read_errors, lookups, read_latency_us {p50, p90, p99, max}.\n", out);
+	      "read_errors, lookups, read_latency_us {p50, p90, p99, max}, prefetch_source\n"
+	      "(table, none, list, all, recorded, local), recording, recorded_files.\n", out);
 }
 
 int cmd_stats(int argc, char **argv)

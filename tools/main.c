@@ -16,6 +16,7 @@ static const struct cli_cmd cmds[] = {
 	{ "check", "read and verify every chunk of an image", cmd_check },
 	{ "convert", "build a RAFS image from a directory or a layer tarball", cmd_convert },
 	{ "merge", "merge layer bootstraps into one image bootstrap", cmd_merge },
+	{ "bench", "measure lazy pull of registry images (cold, warm, baselines)", cmd_bench },
 };
 
 static void usage(FILE *out)

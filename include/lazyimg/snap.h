@@ -51,4 +51,24 @@ const char *snap_source_digest(const struct snap_source *s);
 void snap_source_stats(const struct snap_source *s, struct snap_stats *st);
 void snap_source_close(struct snap_source *s);
 
+/*
+ * Recording (snapshotter/record.c): an image wrapper that notes the regular
+ * files a workload reads, in first-read order, and writes them at flush as a
+ * prefetch list (one path per line, the --prefetch-files format) to
+ * out_file and/or keep_file (either may be NULL). The inner image is
+ * borrowed and must outlive the recorder; closing the wrapper image leaves
+ * it open.
+ */
+struct snap_record;
+int snap_record_new(struct image *inner, const char *out_file, const char *keep_file,
+		    struct snap_record **out);
+struct image *snap_record_image(struct snap_record *r);
+size_t snap_record_count(struct snap_record *r);
+int snap_record_flush(struct snap_record *r);
+void snap_record_free(struct snap_record *r);
+/* <cache_dir>/records/<hex>.list: where a mount keeps the list recorded for a manifest digest. */
+int snap_record_path(const char *cache_dir, const char *digest, char *buf, size_t size);
+/* Prefetch this list (path kept, not copied) instead; call before snap_source_start. */
+int snap_source_use_list(struct snap_source *s, const char *path);
+
 #endif
