@@ -35,7 +35,7 @@
 #define HOLD_MAX_FDS 4096
 #define HOLD_MAX_CLIENTS 16
 #define HOLD_MSG_MAX 256
-#define HOLD_START_GRACE_S 10   /* an idle new holder waits this long for its first client */
+#define HOLD_IDLE_GRACE_S 5     /* holding nothing, with no client, for this long: exit */
 
 struct snap_holder {
 	int fd;
@@ -224,9 +224,9 @@ int snap_fdholder_main(const char *sock_path)
 {
 	struct pollfd p[1 + HOLD_MAX_CLIENTS];
 	struct sockaddr_un sun;
+	char pidpath[sizeof(sun.sun_path) + 8];
 	int lfd, nclients = 0;
-	time_t start = time(NULL);
-	bool had_client = false;
+	time_t idle_since = time(NULL);
 
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGHUP, SIG_IGN);
@@ -253,13 +253,26 @@ int snap_fdholder_main(const char *sock_path)
 			return 1;
 		}
 	}
+	/* <socket>.pid: who to stop when a test or an operator cleans up */
+	snprintf(pidpath, sizeof(pidpath), "%s.pid", sock_path);
+	{
+		FILE *f = fopen(pidpath, "we");
+
+		if (f) {
+			fprintf(f, "%d\n", (int)getpid());
+			fclose(f);
+		}
+	}
+	lz_info("fd holder %d listening on %s", (int)getpid(), sock_path);
 	p[0] = (struct pollfd){ lfd, POLLIN, 0 };
 	for (;;) {
 		int r;
 
-		/* nothing held and nobody to give it to: the job is done */
-		if (g_nheld == 0 && nclients == 0 &&
-		    (had_client || time(NULL) - start >= HOLD_START_GRACE_S))
+		/* nothing held and nobody to give it to for a while: the job is done
+		 * (the grace covers a server that pinged us and is about to connect) */
+		if (g_nheld || nclients)
+			idle_since = time(NULL);
+		else if (time(NULL) - idle_since >= HOLD_IDLE_GRACE_S)
 			break;
 		r = poll(p, (nfds_t)(1 + nclients), 1000);
 		if (r < 0 && errno != EINTR)
@@ -275,7 +288,6 @@ int snap_fdholder_main(const char *sock_path)
 				close(c);
 			} else if (c >= 0) {
 				p[1 + nclients++] = (struct pollfd){ c, POLLIN, 0 };
-				had_client = true;
 			}
 		}
 		for (int i = 1; i <= nclients; i++) {
@@ -292,6 +304,8 @@ int snap_fdholder_main(const char *sock_path)
 	}
 	close(lfd);
 	unlink(sock_path);
+	unlink(pidpath);
+	lz_info("fd holder %d: nothing left to hold, exiting", (int)getpid());
 	return 0;
 }
 

@@ -17,6 +17,12 @@ int cmd_check(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
 int cmd_stats(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
+int cmd_fdholder(int argc, char **argv);
+int cmd_list(int argc, char **argv);
+int cmd_usage(int argc, char **argv);
+/* mount/umount/stats --server SOCK: done by a running `lazyimg serve`; -1 if no --server */
+int cli_server_dispatch(const char *cmd, int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 
 /* Runtime files of a mount (pid, log), named after the mountpoint. */

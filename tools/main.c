@@ -16,6 +16,10 @@ static const struct cli_cmd cmds[] = {
 	{ "check", "read and verify every chunk of an image", cmd_check },
 	{ "convert", "build a RAFS image from a directory or a layer tarball", cmd_convert },
 	{ "merge", "merge layer bootstraps into one image bootstrap", cmd_merge },
+	{ "serve", "host many mounts in one process with a control socket", cmd_serve },
+	{ "list", "list the mounts of a running 'lazyimg serve'", cmd_list },
+	{ "usage", "cache bytes a blob uses on a running 'lazyimg serve'", cmd_usage },
+	{ "fdholder", "(internal) keep serve's FUSE fds alive across restarts", cmd_fdholder },
 	{ "bench", "measure lazy pull of registry images (cold, warm, baselines)", cmd_bench },
 };
 
@@ -45,9 +49,14 @@ int main(int argc, char **argv)
 		printf("lazyimg %s\n", LAZYIMG_VERSION);
 		return 0;
 	}
-	for (size_t i = 0; i < LZ_ARRAY_SIZE(cmds); i++)
-		if (!strcmp(argv[1], cmds[i].name))
-			return cmds[i].fn(argc - 1, argv + 1);
+	for (size_t i = 0; i < LZ_ARRAY_SIZE(cmds); i++) {
+		int ret;
+
+		if (strcmp(argv[1], cmds[i].name))
+			continue;
+		ret = cli_server_dispatch(argv[1], argc - 1, argv + 1);
+		return ret >= 0 ? ret : cmds[i].fn(argc - 1, argv + 1);
+	}
 	fprintf(stderr, "lazyimg: unknown command '%s'\n", argv[1]);
 	usage(stderr);
 	return 2;

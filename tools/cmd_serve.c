@@ -1,0 +1,488 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * cmd_serve.c - `lazyimg serve` (one process hosting every mount of a root,
+ * control API on a unix socket), `lazyimg fdholder` (the process that keeps
+ * FUSE fds alive across serve restarts), and the client side: `list`,
+ * `usage`, and `mount/umount/stats --server SOCK`.
+ */
+#define LZ_MOD "cli"
+#include "lazyimg/ctl.h"
+#include "lazyimg/reg.h"
+#include "lazyimg/snapfs.h"
+#include "cli.h"
+
+#include <fcntl.h>
+#include <getopt.h>
+#include <json-c/json.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define HOLDER_START_WAIT_MS 5000
+
+static void serve_usage(FILE *out)
+{
+	fputs("usage: lazyimg serve --root DIR [options]\n"
+	      "\n"
+	      "Host every lazily mounted image of a snapshotter root in this one process:\n"
+	      "mounts appear at DIR/mnt/<id>, share one blob cache (DIR/cache) and are\n"
+	      "restored from DIR/state when the server starts again. Control API: HTTP/1.1\n"
+	      "+ JSON on a unix socket (see `lazyimg mount --server`, `list`, `usage`).\n"
+	      "Each mount's /dev/fuse fd is parked in a small holder process\n"
+	      "(`lazyimg fdholder`, started on demand) so that open files survive a\n"
+	      "restart or a crash of the server: readers wait until the next server\n"
+	      "adopts the mount. Runs in the foreground; SIGTERM/SIGINT stop it, leaving\n"
+	      "the mounts to the next server (or unmounting them with --cleanup-on-exit).\n"
+	      "\n"
+	      "  --root DIR             snapshotter root (created if missing)\n"
+	      "  --socket SOCK          control socket (default DIR/lazyimg.sock)\n"
+	      "  --no-fd-holder         no holder: stopping the server unmounts; mounts are\n"
+	      "                         re-made from the state when it starts again\n"
+	      "  --cleanup-on-exit      unmount everything and forget it when stopped\n"
+	      "  --insecure             plain HTTP registries, no TLS verification\n"
+	      "  --ca-file FILE         CA bundle to verify registries with\n"
+	      "  --auth-file FILE       docker config.json with credentials\n"
+	      "  --mirror URL           try this mirror/proxy first (repeatable, in order)\n"
+	      "  --timeout SECONDS      stall timeout of one registry request (default 30)\n"
+	      "  --retries N            retries of a failed request (default 4)\n"
+	      "  --cache-max-size BYTES evict least recently used blobs above this (K/M/G)\n"
+	      "  --prefetch-all         fetch whole images in the background\n"
+	      "  --no-prefetch          ignore the images' prefetch tables\n"
+	      "  --threads N            at most N FUSE worker threads per mount\n"
+	      "  --log-level LEVEL      error, warn (default), info or debug\n"
+	      "  -h, --help             this text\n", out);
+}
+
+static int parse_size(const char *s, uint64_t *out)
+{
+	char *end;
+	unsigned long long v = strtoull(s, &end, 10);
+
+	if (end == s)
+		return -1;
+	if (*end == 'K' || *end == 'k')
+		v <<= 10, end++;
+	else if (*end == 'M' || *end == 'm')
+		v <<= 20, end++;
+	else if (*end == 'G' || *end == 'g')
+		v <<= 30, end++;
+	if (*end)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+/*
+ * Start `lazyimg fdholder SOCK` detached from this process (own session, not
+ * our child: it must outlive us, and kill -9 of the server must not reach it)
+ * and wait until it answers.
+ */
+static int start_holder(const char *sock, const char *logpath)
+{
+	pid_t pid;
+	int status;
+
+	if (snap_fdholder_ping(sock) == 0)
+		return 0;
+	pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (pid == 0) {
+		int lfd = open(logpath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+		int nfd = open("/dev/null", O_RDWR | O_CLOEXEC);
+
+		setsid();
+		if (fork() != 0)
+			_exit(0);
+		if (nfd >= 0) {
+			dup2(nfd, 0);
+			dup2(nfd, 1);
+		}
+		if (lfd >= 0)
+			dup2(lfd, 2);
+		if (chdir("/") < 0)
+			_exit(1);
+		execl("/proc/self/exe", "lazyimg", "fdholder", sock, (char *)NULL);
+		_exit(127);
+	}
+	waitpid(pid, &status, 0);
+	for (int i = 0; i < HOLDER_START_WAIT_MS / 20; i++) {
+		struct timespec ts = { 0, 20 * 1000 * 1000 };
+
+		if (snap_fdholder_ping(sock) == 0)
+			return 0;
+		nanosleep(&ts, NULL);
+	}
+	return -ETIMEDOUT;
+}
+
+/* systemd Type=notify: READY=1 once the socket answers (no-op elsewhere) */
+static void sd_ready(void)
+{
+	const char *ns = getenv("NOTIFY_SOCKET");
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	int fd;
+
+	if (!ns || (ns[0] != '/' && ns[0] != '@') || strlen(ns) >= sizeof(sun.sun_path))
+		return;
+	strcpy(sun.sun_path, ns);
+	if (ns[0] == '@')
+		sun.sun_path[0] = 0;
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return;
+	if (sendto(fd, "READY=1", 7, 0, (struct sockaddr *)&sun,
+		   (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(ns))) < 0)
+		lz_warn("sd_notify: %s", strerror(errno));
+	close(fd);
+}
+
+int cmd_serve(int argc, char **argv)
+{
+	static const struct option lopts[] = {
+		{ "root", required_argument, NULL, 'R' },
+		{ "socket", required_argument, NULL, 'S' },
+		{ "no-fd-holder", no_argument, NULL, 'H' },
+		{ "cleanup-on-exit", no_argument, NULL, 'c' },
+		{ "insecure", no_argument, NULL, 'I' },
+		{ "ca-file", required_argument, NULL, 'a' },
+		{ "auth-file", required_argument, NULL, 'u' },
+		{ "mirror", required_argument, NULL, 'm' },
+		{ "timeout", required_argument, NULL, 't' },
+		{ "retries", required_argument, NULL, 'r' },
+		{ "cache-max-size", required_argument, NULL, 'M' },
+		{ "prefetch-all", no_argument, NULL, 'X' },
+		{ "no-prefetch", no_argument, NULL, 'n' },
+		{ "threads", required_argument, NULL, 'T' },
+		{ "log-level", required_argument, NULL, 'l' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	struct snap_fs_opts o = { 0 };
+	const char *sock = NULL;
+	char sockbuf[128], holder[128], hlog[128], root[PATH_MAX];
+	bool use_holder = true, cleanup = false;
+	struct snap_fs *fs = NULL;
+	struct snap_serve *srv = NULL;
+	sigset_t set;
+	int c, ret, sig = 0;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "h", lopts, NULL)) != -1) {
+		switch (c) {
+		case 'R': o.root = optarg; break;
+		case 'S': sock = optarg; break;
+		case 'H': use_holder = false; break;
+		case 'c': cleanup = true; break;
+		case 'I': o.reg.insecure = true; break;
+		case 'a': o.reg.ca_file = optarg; break;
+		case 'u': o.reg.auth_file = optarg; break;
+		case 'm':
+			if (o.reg.nmirrors >= REG_MAX_MIRRORS) {
+				fprintf(stderr, "lazyimg serve: at most %d --mirror\n", REG_MAX_MIRRORS);
+				return 2;
+			}
+			o.reg.mirrors[o.reg.nmirrors++] = optarg;
+			break;
+		case 't': o.reg.timeout_s = atoi(optarg); break;
+		case 'r': o.reg.retries = atoi(optarg) ? atoi(optarg) : -1; break;
+		case 'M':
+			if (parse_size(optarg, &o.cache_max)) {
+				fprintf(stderr, "lazyimg serve: --cache-max-size '%s' is not a size\n", optarg);
+				return 2;
+			}
+			break;
+		case 'X': o.prefetch = SNAP_PREFETCH_ALL; break;
+		case 'n': o.prefetch = SNAP_PREFETCH_NONE; break;
+		case 'T': o.threads = atoi(optarg); break;
+		case 'l':
+			if (cli_log_level(optarg) < 0) {
+				fprintf(stderr, "lazyimg serve: --log-level: unknown level '%s'\n", optarg);
+				return 2;
+			}
+			lz_log_level = cli_log_level(optarg);
+			break;
+		case 'h': serve_usage(stdout); return 0;
+		default: serve_usage(stderr); return 2;
+		}
+	}
+	if (!o.root || optind != argc) {
+		fprintf(stderr, "lazyimg serve: --root DIR is required and takes no other arguments\n");
+		serve_usage(stderr);
+		return 2;
+	}
+	if (mkdir(o.root, 0700) < 0 && errno != EEXIST) {
+		fprintf(stderr, "lazyimg serve: --root %s: %s\n", o.root, strerror(errno));
+		return 1;
+	}
+	if (!realpath(o.root, root)) {
+		fprintf(stderr, "lazyimg serve: --root %s: %s\n", o.root, strerror(errno));
+		return 1;
+	}
+	o.root = root;
+	if (strlen(root) > 80) {
+		/* unix socket paths hold 107 bytes */
+		fprintf(stderr, "lazyimg serve: --root %s: path too long for its sockets (at most 80 bytes)\n", root);
+		return 1;
+	}
+	if (!sock) {
+		snprintf(sockbuf, sizeof(sockbuf), "%.80s/lazyimg.sock", root);
+		sock = sockbuf;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	reg_global_init();
+	if (use_holder) {
+		snprintf(holder, sizeof(holder), "%.80s/fdholder.sock", root);
+		snprintf(hlog, sizeof(hlog), "%.80s/fdholder.log", root);
+		ret = start_holder(holder, hlog);
+		if (ret) {
+			fprintf(stderr, "lazyimg serve: cannot start the fd holder on %s: %s (log %s)\n", holder,
+				strerror(-ret), hlog);
+			return 1;
+		}
+		o.fd_holder = holder;
+	}
+	/* signals are taken by sigwait below; every thread started from here inherits the mask */
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	ret = snap_fs_open(&o, &fs);
+	if (ret) {
+		fprintf(stderr, "lazyimg serve: cannot open root %s: %s\n", root, lz_strerror(ret));
+		return 1;
+	}
+	ret = snap_serve_start(fs, sock, &srv);
+	if (ret) {
+		fprintf(stderr, "lazyimg serve: control socket %s: %s\n", sock, lz_strerror(ret));
+		snap_fs_close(fs);
+		return 1;
+	}
+	{
+		struct snap_fs_info *v;
+		size_t n = 0, nready = 0;
+
+		if (snap_fs_list(fs, &v, &n) == 0) {
+			for (size_t i = 0; i < n; i++)
+				nready += !strcmp(v[i].state, "ready");
+			free(v);
+		}
+		fprintf(stderr, "lazyimg serve: root %s, socket %s, %zu mount(s) restored (%zu ready), pid %d\n",
+			root, sock, n, nready, (int)getpid());
+	}
+	sd_ready();
+	while (sigwait(&set, &sig) != 0 || (sig != SIGTERM && sig != SIGINT))
+		; /* SIGHUP: nothing to reload */
+	lz_info("signal %d: stopping", sig);
+	snap_serve_stop(srv);
+	if (cleanup)
+		snap_fs_teardown(fs);
+	snap_fs_close(fs);
+	fprintf(stderr, "lazyimg serve: stopped%s\n", cleanup ? " (mounts removed)" : "");
+	return 0;
+}
+
+int cmd_fdholder(int argc, char **argv)
+{
+	if (argc != 2 || argv[1][0] == '-') {
+		fprintf(argc == 2 ? stdout : stderr,
+			"usage: lazyimg fdholder SOCKET\n\n"
+			"Internal: keep the /dev/fuse fds of `lazyimg serve` alive across its restarts.\n"
+			"Started by `lazyimg serve`; exits once it holds nothing and nobody is connected.\n");
+		return argc == 2 ? 0 : 2;
+	}
+	return snap_fdholder_main(argv[1]);
+}
+
+/* ---- client -------------------------------------------------------------- */
+
+/* one request; on success *out is the parsed body (NULL if not JSON). Prints errors. */
+static int request(const char *cmd, const char *sock, const char *method, const char *path, const char *body,
+		   json_object **out, char **raw)
+{
+	char *resp = NULL;
+	int st = lz_ctl_request(sock, method, path, body, &resp, NULL);
+	json_object *o;
+
+	if (st < 0) {
+		fprintf(stderr, "lazyimg %s: no lazyimg server answers on %s (%s)\n", cmd, sock, strerror(-st));
+		return -1;
+	}
+	o = resp ? json_tokener_parse(resp) : NULL;
+	if (st != 200) {
+		json_object *e;
+
+		if (o && json_object_object_get_ex(o, "error", &e))
+			fprintf(stderr, "lazyimg %s: %s (HTTP %d)\n", cmd, json_object_get_string(e), st);
+		else
+			fprintf(stderr, "lazyimg %s: server answered HTTP %d\n", cmd, st);
+		json_object_put(o);
+		free(resp);
+		return -1;
+	}
+	if (out)
+		*out = o;
+	else
+		json_object_put(o);
+	if (raw)
+		*raw = resp;
+	else
+		free(resp);
+	return 0;
+}
+
+static const char *jstr(json_object *o, const char *k)
+{
+	json_object *v;
+
+	return json_object_object_get_ex(o, k, &v) ? json_object_get_string(v) : "";
+}
+
+/* --server SOCK or --server=SOCK anywhere in argv; removes it, returns SOCK or NULL */
+static const char *take_server(int *argc, char **argv)
+{
+	const char *sock = NULL;
+	int j = 1;
+
+	for (int i = 1; i < *argc; i++) {
+		if (!strcmp(argv[i], "--server") && i + 1 < *argc) {
+			sock = argv[++i];
+			continue;
+		}
+		if (!strncmp(argv[i], "--server=", 9)) {
+			sock = argv[i] + 9;
+			continue;
+		}
+		argv[j++] = argv[i];
+	}
+	argv[j] = NULL;
+	*argc = j;
+	return sock;
+}
+
+static int client_mount(const char *sock, int argc, char **argv)
+{
+	char *body = NULL;
+	const char *id;
+	json_object *o = NULL, *req;
+	int ret;
+
+	if (argc != 3) {
+		fprintf(stderr, "usage: lazyimg mount --server SOCK REF ID|MOUNTPOINT\n"
+				"  mounts REF on the server as snapshot ID (a MOUNTPOINT's last component\n"
+				"  is taken as the id); prints where the server mounted it\n");
+		return 2;
+	}
+	id = strrchr(argv[2], '/') ? strrchr(argv[2], '/') + 1 : argv[2];
+	req = json_object_new_object();
+	json_object_object_add(req, "id", json_object_new_string(id));
+	json_object_object_add(req, "ref", json_object_new_string(argv[1]));
+	body = strdup(json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN));
+	json_object_put(req);
+	ret = request("mount", sock, "POST", "/api/v1/mounts", body, &o, NULL);
+	free(body);
+	if (ret)
+		return 1;
+	printf("%s\n", jstr(o, "mountpoint"));
+	json_object_put(o);
+	return 0;
+}
+
+static int client_by_id(const char *cmd, const char *sock, int argc, char **argv)
+{
+	char path[512], *raw = NULL;
+	bool stats = !strcmp(cmd, "stats");
+
+	if (argc != 2 || !snap_fs_id_valid(argv[1])) {
+		fprintf(stderr, "usage: lazyimg %s --server SOCK ID\n", cmd);
+		return 2;
+	}
+	snprintf(path, sizeof(path), "/api/v1/mounts/%s%s", argv[1], stats ? "/stats" : "");
+	if (request(cmd, sock, stats ? "GET" : "DELETE", path, NULL, NULL, &raw))
+		return 1;
+	if (stats)
+		fputs(raw, stdout);
+	free(raw);
+	return 0;
+}
+
+/* mount/umount/stats with --server: the server does the work; -1 if argv has no --server */
+int cli_server_dispatch(const char *cmd, int argc, char **argv)
+{
+	const char *sock;
+
+	if (strcmp(cmd, "mount") && strcmp(cmd, "umount") && strcmp(cmd, "stats"))
+		return -1;
+	sock = take_server(&argc, argv);
+	if (!sock)
+		return -1;
+	if (!strcmp(cmd, "mount"))
+		return client_mount(sock, argc, argv);
+	return client_by_id(cmd, sock, argc, argv);
+}
+
+int cmd_list(int argc, char **argv)
+{
+	const char *sock = take_server(&argc, argv);
+	json_object *o = NULL, *a;
+	bool json = argc == 2 && !strcmp(argv[1], "--json");
+	char *raw = NULL;
+
+	if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
+		printf("usage: lazyimg list --server SOCK [--json]\n\nList the mounts of a running `lazyimg serve`.\n");
+		return 0;
+	}
+	if (!sock || (argc != 1 && !json)) {
+		fprintf(stderr, "usage: lazyimg list --server SOCK [--json]\n");
+		return 2;
+	}
+	if (request("list", sock, "GET", "/api/v1/mounts", NULL, &o, &raw))
+		return 1;
+	if (json) {
+		fputs(raw, stdout);
+		fputc('\n', stdout);
+	} else if (json_object_object_get_ex(o, "mounts", &a)) {
+		printf("%-24s %-9s %-40s %s\n", "ID", "STATE", "REF", "MOUNTPOINT");
+		for (size_t i = 0; i < json_object_array_length(a); i++) {
+			json_object *m = json_object_array_get_idx(a, i);
+
+			printf("%-24s %-9s %-40s %s\n", jstr(m, "id"), jstr(m, "state"), jstr(m, "ref"),
+			       jstr(m, "mountpoint"));
+		}
+	}
+	json_object_put(o);
+	free(raw);
+	return 0;
+}
+
+int cmd_usage(int argc, char **argv)
+{
+	const char *sock = take_server(&argc, argv);
+	json_object *o = NULL, *b;
+	char path[256];
+
+	if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
+		printf("usage: lazyimg usage --server SOCK sha256:<64 hex>\n\n"
+		       "Bytes the server's blob cache uses on disk for that blob (allocated blocks).\n");
+		return 0;
+	}
+	if (!sock || argc != 2 || strlen(argv[1]) > 128) {
+		fprintf(stderr, "usage: lazyimg usage --server SOCK sha256:<64 hex>\n");
+		return 2;
+	}
+	snprintf(path, sizeof(path), "/api/v1/usage?digest=%s", argv[1]);
+	if (request("usage", sock, "GET", path, NULL, &o, NULL))
+		return 1;
+	if (json_object_object_get_ex(o, "bytes", &b))
+		printf("%lld\n", (long long)json_object_get_int64(b));
+	json_object_put(o);
+	return 0;
+}
