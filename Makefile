@@ -31,6 +31,30 @@ endif
 LIB_DIRS := common rafs stargz registry cache fs snapshotter
 LIB_SRCS := $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c))
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
+
+# --- containerd snapshots API for `lazyimg snapshotter` (protoc-c) ----------
+# snapshotter/proto/**/*.proto are compiled to C at build time into
+# $(BUILD)/gen (generated code is never committed) and linked into the
+# library; every file sees the generated headers through -I$(BUILD)/gen.
+PROTO_SRCS := $(shell find snapshotter/proto -name '*.proto' 2>/dev/null | sort)
+PROTO_GEN_C := $(PROTO_SRCS:snapshotter/proto/%.proto=$(BUILD)/gen/%.pb-c.c)
+PROTO_GEN_H := $(PROTO_GEN_C:.c=.h)
+PROTO_OBJS := $(PROTO_GEN_C:$(BUILD)/gen/%.c=$(BUILD)/obj/gen/%.o)
+LIB_OBJS += $(PROTO_OBJS)
+BASE_CFLAGS += -I$(BUILD)/gen
+$(BUILD)/gen/%.pb-c.c $(BUILD)/gen/%.pb-c.h: snapshotter/proto/%.proto
+	$(call msg,PROTOC,$<)
+	@mkdir -p $(BUILD)/gen
+	$(Q)protoc-c --proto_path=snapshotter/proto --c_out=$(BUILD)/gen $<
+$(BUILD)/obj/gen/%.o: $(BUILD)/gen/%.c | $(PROTO_GEN_H)
+	$(call msg,CC,$<)
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(ALL_CFLAGS) -c $< -o $@
+# the gRPC service includes the generated headers: generate them first
+# (an explicit target this early would otherwise become the default goal)
+.DEFAULT_GOAL := all
+$(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard snapshotter/grpc*.c)): | $(PROTO_GEN_H)
+# --- end of the protoc-c block ----------------------------------------------
 LIB := $(BUILD)/liblazyimg.a
 
 TOOL_SRCS := $(wildcard tools/*.c)

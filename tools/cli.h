@@ -23,6 +23,7 @@ int cmd_list(int argc, char **argv);
 int cmd_usage(int argc, char **argv);
 /* mount/umount/stats --server SOCK: done by a running `lazyimg serve`; -1 if no --server */
 int cli_server_dispatch(const char *cmd, int argc, char **argv);
+int cmd_snapshotter(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 
 /* Runtime files of a mount (pid, log), named after the mountpoint. */

@@ -20,6 +20,7 @@ static const struct cli_cmd cmds[] = {
 	{ "list", "list the mounts of a running 'lazyimg serve'", cmd_list },
 	{ "usage", "cache bytes a blob uses on a running 'lazyimg serve'", cmd_usage },
 	{ "fdholder", "(internal) keep serve's FUSE fds alive across restarts", cmd_fdholder },
+	{ "snapshotter", "serve containerd as a proxy snapshotter (gRPC)", cmd_snapshotter },
 	{ "bench", "measure lazy pull of registry images (cold, warm, baselines)", cmd_bench },
 };
 

@@ -1,0 +1,263 @@
+#!/usr/bin/env bash
+# lazyimg as a containerd proxy snapshotter: a real containerd 1.6 (Debian
+# package, started through ../shared/peers/containerd-up.sh with a
+# [proxy_plugins] entry) talks gRPC to `lazyimg snapshotter`; a real
+# docker-registry on 127.0.0.1 serves the images and its access log is the
+# byte counter.
+#   1. plain `ctr i pull --snapshotter lazyimg` of an OCI image: a full pull,
+#      unpacked by containerd into overlay snapshots; the mounted image equals
+#      the source layers unpacked independently.
+#   2. `ctr-remote i rpull` of the nydus conversion: finishes after fetching a
+#      small fraction of the image (no data blob is downloaded), the layers are
+#      remote snapshots, and the image mounts with the right content, lazily.
+#   3. `ctr run --snapshotter lazyimg` of a nydus debootstrap Debian image
+#      (built once and cached in /var/tmp) runs a command in it.
+#   4. ctr snapshots ls/info/usage/rm, Remove of a parent, GC -> Remove +
+#      Cleanup, restart of the snapshotter (metadata and lazy mounts back).
+set -euo pipefail
+. "$(dirname "$0")/reglib.sh"
+export LC_ALL=C
+W=$(mktemp -d /tmp/lazyimg-t70.XXXXXX)
+CTRD=$W/ctrd
+SOCK=$W/snap.sock
+ROOT=$W/root
+SNAP_PID=
+REG_DIRS=()
+# the debootstrap image takes a minute to build: cached between runs
+IMGCACHE=${LAZYIMG_T70_IMAGES:-/var/tmp/lazyimg-t70-images}
+NCHECK=0 NFAIL=0
+T0=$(date +%s)
+
+ok() { NCHECK=$((NCHECK + 1)); echo "ok: $*"; }
+bad() { NCHECK=$((NCHECK + 1)); NFAIL=$((NFAIL + 1)); echo "FAIL: $*"; }
+die() { echo "FAIL: $*"; echo "--- snapshotter log (tail)"; tail -n 30 "$W/snap.log" 2>/dev/null || true; exit 1; }
+
+stop_snapshotter() {
+	[ -n "$SNAP_PID" ] || return 0
+	kill "$SNAP_PID" 2>/dev/null || true
+	for _ in $(seq 100); do kill -0 "$SNAP_PID" 2>/dev/null || break; sleep 0.1; done
+	kill -9 "$SNAP_PID" 2>/dev/null || true
+	wait "$SNAP_PID" 2>/dev/null || true
+	SNAP_PID=
+}
+
+cleanup() {
+	set +e
+	[ -d "$CTRD" ] && timeout 60 bash "$PEERS/containerd-up.sh" --stop --dir "$CTRD" >/dev/null 2>&1
+	stop_snapshotter
+	# anything still mounted under our dir (lazy mounts, a test mount), deepest first
+	grep -o " $W/[^ ]*" /proc/mounts 2>/dev/null | sort -r | while read -r m; do umount -l "$m"; done
+	stop_registries
+	rm -rf "$W"
+}
+trap cleanup EXIT
+
+start_snapshotter() {
+	"$LAZYIMG" snapshotter --root "$ROOT" --address "$SOCK" --insecure --log-level info \
+		>> "$W/snap.log" 2>&1 &
+	SNAP_PID=$!
+	for _ in $(seq 100); do
+		[ -S "$SOCK" ] && grep -q "serving on" "$W/snap.log" && return 0
+		kill -0 "$SNAP_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	die "snapshotter did not start"
+}
+
+c() { timeout -k 5 120 ctr -a "$CONTAINERD_ADDRESS" "$@"; }
+cs() { c snapshots --snapshotter lazyimg "$@"; }
+
+# bytes of blob GETs in the registry log after line $1
+blob_bytes() { registry_blob_gets "$REGISTRY_LOG" "$1" | awk '{s += $2} END {print s + 0}'; }
+# total size of an image's layers + config, from its manifest
+image_size() {
+	curl -sf -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+		-H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
+		"http://$REGISTRY_HOST/v2/$1/manifests/$2" | jq '[.layers[].size] + [.config.size] | add'
+}
+meta_keys() { jq -r '.snapshots[].key' "$ROOT/metadata.json"; }
+# chain ID of an image's top layer (from its config's diff_ids): the name of
+# its top committed snapshot
+top_chain() {
+	local cfg
+	cfg=$(curl -sf -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+		-H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
+		"http://$REGISTRY_HOST/v2/$1/manifests/$2" | jq -r .config.digest)
+	curl -sf "http://$REGISTRY_HOST/v2/$1/blobs/$cfg" | jq -r '.rootfs.diff_ids[]' | python3 -c '
+import hashlib, sys
+c = None
+for d in sys.stdin.read().split():
+    c = d if c is None else "sha256:" + hashlib.sha256((c + " " + d).encode()).hexdigest()
+print(c)'
+}
+# (ctr images mount of containerd 1.6 ignores --snapshotter: go through snapshots)
+# snap_mount KEY PARENT DIR: prepare KEY on PARENT and mount it at DIR as the shim would
+snap_mount() {
+	mkdir -p "$3"
+	cs prepare "$1" "$2" > /dev/null || return 1
+	local cmd
+	cmd=$(cs mounts "$3" "$1") || return 1
+	echo "  $cmd" | cut -c 1-300
+	eval "$cmd"
+}
+snap_umount() { umount "$2" && cs rm "$1"; }
+
+command -v ctr-remote >/dev/null || die "ctr-remote (Debian package stargz-snapshotter) is not installed"
+
+# ---- registry and images
+mkdir -p "$W/reg" "$IMGCACHE"
+start_registry "$W/reg"
+t=$(date +%s)
+bash "$PEERS/build-test-images.sh" --work "$IMGCACHE" --registry "$REGISTRY_HOST" > "$W/images.log" 2>&1 ||
+	{ tail -20 "$W/images.log"; die "test images"; }
+timeout -k 5 120 "$LAZYIMG" convert -q --insecure "$REGISTRY_HOST/small:v1" "$REGISTRY_HOST/small:v1-nydus"
+timeout -k 5 180 "$LAZYIMG" convert -q --insecure "$REGISTRY_HOST/debian:bookworm" "$REGISTRY_HOST/debian:bookworm-nydus"
+echo "registry $REGISTRY_HOST: images pushed and converted to nydus in $(( $(date +%s) - t )) s"
+python3 "$TOP/tests/tools/oci_unpack.py" "$W/oracle" "$IMGCACHE/small/l1.tar" "$IMGCACHE/small/l2.tar" \
+	"$IMGCACHE/small/l3.tar"
+
+# ---- snapshotter and containerd
+start_snapshotter
+bash "$PEERS/containerd-up.sh" --dir "$CTRD" --proxy "lazyimg=$SOCK" --registry "$REGISTRY_HOST" > "$W/ctrd.env" ||
+	die "containerd did not start"
+set -a; . "$W/ctrd.env"; set +a
+c plugins ls | grep -Eq 'io.containerd.snapshotter.v1 +lazyimg +- +ok' &&
+	ok "containerd loaded the lazyimg proxy snapshotter" || bad "proxy plugin not ok: $(c plugins ls | grep lazyimg)"
+
+# ---- 1. plain pull = full pull through ordinary overlay snapshots
+mark=$(wc -l < "$REGISTRY_LOG")
+c images pull --plain-http --snapshotter lazyimg "$REGISTRY_HOST/small:v1" > "$W/pull1.log" 2>&1 ||
+	{ cat "$W/pull1.log"; die "plain pull"; }
+sleep 0.3
+got=$(blob_bytes "$mark") size=$(image_size small v1)
+[ "$got" -ge "$size" ] && ok "plain pull downloaded the whole image ($got of $size bytes)" ||
+	bad "plain pull fetched $got bytes, image is $size"
+n=$(cs ls | awk 'NR > 1 && $NF == "Committed"' | wc -l)
+[ "$n" -eq 3 ] && ok "3 committed snapshots after the plain pull" || bad "$n committed snapshots, expected 3"
+snap_mount t70-m1 "$(top_chain small v1)" "$W/m1" || die "prepare + mount of the plain image"
+grep " $W/m1 overlay " /proc/mounts | grep -q "lowerdir=$ROOT/snapshots/" &&
+	ok "plain image mounted as overlay of lazyimg's snapshot dirs" || bad "no overlay of $ROOT at $W/m1"
+tree_same "$W/oracle" "$W/m1" && ok "plain image content equals the source layers (whiteouts applied)" ||
+	bad "plain image content differs"
+snap_umount t70-m1 "$W/m1" || bad "umount + rm of t70-m1"
+
+# ---- 2. lazy pull of the nydus image
+mark=$(wc -l < "$REGISTRY_LOG")
+t=$(date +%s.%N)
+timeout -k 5 120 ctr-remote -a "$CONTAINERD_ADDRESS" images rpull --plain-http --snapshotter lazyimg \
+	"$REGISTRY_HOST/small:v1-nydus" > "$W/rpull.log" 2>&1 || { cat "$W/rpull.log"; die "rpull of the nydus image"; }
+secs=$(python3 -c "import sys,time; print('%.2f' % (time.time() - float(sys.argv[1])))" "$t")
+sleep 0.3
+got=$(blob_bytes "$mark") size=$(image_size small v1-nydus)
+echo "rpull took $secs s and fetched $got bytes of blobs; the nydus image is $size bytes"
+[ "$got" -lt $((size / 10)) ] && ok "rpull fetched $got bytes, less than 10% of $size" ||
+	bad "rpull fetched $got of $size bytes"
+big=$(curl -sf -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+	"http://$REGISTRY_HOST/v2/small/manifests/v1-nydus" |
+	jq -r '.layers[] | select(.annotations["containerd.io/snapshot/nydus-blob"] == "true") | .digest')
+[ -n "$big" ] || die "the nydus image has no data blob layer"
+if registry_blob_gets "$REGISTRY_LOG" "$mark" | grep -qF "$big"; then
+	bad "rpull touched the data blob"
+else
+	ok "no GET of the data blob during rpull"
+fi
+grep -q "committed as a remote snapshot (nydus meta layer" "$W/snap.log" &&
+	grep -q "committed as a remote snapshot (nydus data layer" "$W/snap.log" &&
+	ok "meta and data layers were committed as remote snapshots" || bad "no remote snapshot in the log"
+[ "$(jq '[.snapshots[] | select(.remote == "nydus-meta")] | length' "$ROOT/metadata.json")" -ge 1 ] &&
+	ok "metadata records the lazily mounted meta layer" || bad "metadata has no nydus-meta snapshot"
+
+mark=$(wc -l < "$REGISTRY_LOG")
+snap_mount t70-m2 "$(top_chain small v1-nydus)" "$W/m2" || die "prepare + mount of the nydus image"
+lower=$(grep " $W/m2 overlay " /proc/mounts | grep -o 'lowerdir=[^,]*' || true)
+case "$lower" in
+"lowerdir=$ROOT/mnt/"*) ok "nydus image mounted as overlay on the lazy mount ($lower)" ;;
+*) bad "unexpected lowerdir '$lower'" ;;
+esac
+cmp "$W/oracle/etc/hello.txt" "$W/m2/etc/hello.txt" && ok "etc/hello.txt read through containerd's mount" ||
+	bad "etc/hello.txt differs"
+sleep 0.2
+got=$(blob_bytes "$mark")
+[ "$got" -lt 65536 ] && ok "one small file cost $got bytes of registry reads" || bad "one small file cost $got bytes"
+tree_same "$W/oracle" "$W/m2" && ok "nydus image content equals the source layers" || bad "nydus image content differs"
+snap_umount t70-m2 "$W/m2" || bad "umount + rm of t70-m2"
+
+# ---- 3. ctr run on the nydus Debian image
+mark=$(wc -l < "$REGISTRY_LOG")
+timeout -k 5 120 ctr-remote -a "$CONTAINERD_ADDRESS" images rpull --plain-http --snapshotter lazyimg \
+	"$REGISTRY_HOST/debian:bookworm-nydus" > "$W/rpull2.log" 2>&1 || { cat "$W/rpull2.log"; die "rpull of debian"; }
+out=$(c run --snapshotter lazyimg --rm "$REGISTRY_HOST/debian:bookworm-nydus" t70run \
+	sh -c 'cat /etc/debian_version; test -e /usr/share/doc/apt && echo apt-doc-present || echo apt-doc-gone; ls /opt/app | wc -l' \
+	2> "$W/run.err") || { cat "$W/run.err"; bad "ctr run failed"; }
+want=$(cat "$IMGCACHE/debian/rootfs/etc/debian_version" 2>/dev/null || echo "?")
+echo "ctr run printed: $(echo "$out" | tr '\n' ' ')"
+[ "$(echo "$out" | sed -n 1p)" = "$want" ] && ok "ctr run cat /etc/debian_version = $want" ||
+	bad "ctr run printed '$(echo "$out" | sed -n 1p)', expected '$want'"
+[ "$(echo "$out" | sed -n 2p)" = apt-doc-gone ] && ok "layer 2's whiteout of /usr/share/doc/apt holds in the container" ||
+	bad "whiteout not applied: $(echo "$out" | sed -n 2p)"
+sleep 0.2
+got=$(blob_bytes "$mark") size=$(image_size debian bookworm-nydus)
+echo "debian: rpull + run fetched $got bytes; the nydus image is $size bytes"
+[ "$got" -lt $((size / 4)) ] && ok "debian rpull + ctr run fetched $got of $size bytes" ||
+	bad "debian rpull + run fetched $got of $size bytes"
+
+# ---- 4. Stat / List / Usage / Remove / Cleanup through ctr, restart
+cs prepare t70-active "$(top_chain small v1)" > /dev/null || bad "ctr snapshots prepare"
+info=$(cs info t70-active)
+echo "$info" | jq -e '.Kind == "Active"' > /dev/null && ok "info of a prepared snapshot says Active" ||
+	bad "info: $info"
+cs ls | grep -q '^t70-active ' && ok "ls lists the prepared snapshot" || bad "ls misses t70-active"
+mounts=$(cs mounts "$W/x" t70-active)
+case "$mounts" in
+"mount -t overlay overlay $W/x -o workdir=$ROOT/snapshots/"*) ok "mounts of an active snapshot: overlay with work/upper dirs" ;;
+*) bad "mounts: $mounts" ;;
+esac
+# usage of the active snapshot follows what is written into its upper dir
+upper=$(echo "$mounts" | grep -o 'upperdir=[^,]*' | cut -d= -f2)
+head -c 1048576 /dev/urandom > "$upper/blob"
+usage=$(cs usage t70-active | awk 'NR == 2 {print $2, $3}')
+case "$usage" in
+"1.0 MiB"*|"1.0"*MiB*) ok "usage of the active snapshot counts the 1 MiB file ($usage)" ;;
+*) bad "usage of t70-active: '$usage'" ;;
+esac
+remote=$(jq -r '.snapshots[] | select(.remote == "nydus-blob") | .key' "$ROOT/metadata.json" | head -n 1)
+[ -n "$remote" ] && cs usage "$remote" > /dev/null && ok "usage of a remote data layer answers" || bad "usage of remote $remote"
+cs info "$remote" | jq -e '.Labels["containerd.io/snapshot/nydus-blob"] == "true"' > /dev/null &&
+	ok "info of a remote layer carries its labels" || bad "info of $remote: $(cs info "$remote")"
+bottom=$(curl -sf "http://$REGISTRY_HOST/v2/small/blobs/$(curl -sf -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+	"http://$REGISTRY_HOST/v2/small/manifests/v1" | jq -r .config.digest)" | jq -r '.rootfs.diff_ids[0]')
+if cs rm "$bottom" 2> "$W/rm.err"; then
+	bad "removing a parent with children succeeded"
+else
+	ok "removing a snapshot with children fails ($(head -c 100 "$W/rm.err"))"
+fi
+id=$(jq -r '.snapshots[] | select(.key | endswith("/t70-active")) | .id' "$ROOT/metadata.json")
+cs rm t70-active || bad "ctr snapshots rm t70-active"
+! meta_keys | grep -q '/t70-active$' && [ ! -e "$ROOT/snapshots/$id" ] &&
+	ok "rm removed the snapshot's metadata and its directory (id $id)" || bad "t70-active still there"
+cs info t70-active > /dev/null 2>&1 && bad "info of a removed snapshot succeeded" || ok "info of a removed snapshot fails"
+
+# restart: metadata survives, lazy mounts come back, containerd keeps working
+before=$(meta_keys | sort | md5sum)
+stop_snapshotter
+start_snapshotter
+[ "$(meta_keys | sort | md5sum)" = "$before" ] && ok "metadata identical after a restart ($(meta_keys | wc -l) snapshots)" ||
+	bad "metadata changed across the restart"
+out=$(c run --snapshotter lazyimg --rm "$REGISTRY_HOST/debian:bookworm-nydus" t70run2 cat /etc/debian_version 2>&1) || true
+[ "$out" = "$want" ] && ok "ctr run works after the snapshotter restarted" || bad "ctr run after restart: $out"
+
+# GC: removing the plain image makes containerd Remove its snapshots and call Cleanup
+mkdir -p "$ROOT/snapshots/new-999999/fs"
+nbefore=$(meta_keys | wc -l)
+c images rm --sync "$REGISTRY_HOST/small:v1" > /dev/null || bad "ctr images rm --sync"
+for _ in $(seq 50); do [ "$(meta_keys | wc -l)" -le $((nbefore - 3)) ] && [ ! -e "$ROOT/snapshots/new-999999" ] && break; sleep 0.1; done
+nafter=$(meta_keys | wc -l)
+[ "$nafter" -eq $((nbefore - 3)) ] && ok "GC removed the plain image's 3 snapshots ($nbefore -> $nafter)" ||
+	bad "GC: $nbefore -> $nafter snapshots"
+[ ! -e "$ROOT/snapshots/new-999999" ] && ok "Cleanup removed a stray directory" || bad "stray directory still there"
+ndirs=$(find "$ROOT/snapshots" -mindepth 1 -maxdepth 1 | wc -l)
+[ "$ndirs" -eq "$nafter" ] && ok "one directory per snapshot left ($ndirs)" || bad "$ndirs directories for $nafter snapshots"
+
+echo "$NCHECK checks, $NFAIL failed ($(( $(date +%s) - T0 )) s)"
+[ "$NFAIL" -eq 0 ] || { echo "--- snapshotter log (tail)"; tail -n 30 "$W/snap.log"; exit 1; }
+echo PASS

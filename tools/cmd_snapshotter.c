@@ -1,0 +1,166 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* lazyimg snapshotter: containerd proxy snapshotter over gRPC (front end only). */
+#define LZ_MOD "cli"
+#include "lazyimg/snapgrpc.h"
+#include "cli.h"
+
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static void snapshotter_usage(FILE *out)
+{
+	fputs("usage: lazyimg snapshotter --root DIR --address SOCK [options]\n"
+	      "\n"
+	      "Serve containerd's snapshots API (containerd.services.snapshots.v1) on a\n"
+	      "unix socket, as a proxy snapshotter plugin:\n"
+	      "  [proxy_plugins.lazyimg]\n"
+	      "    type = \"snapshot\"\n"
+	      "    address = \"SOCK\"\n"
+	      "Plain layers are unpacked by containerd into overlay snapshots under DIR;\n"
+	      "nydus and eStargz layers of an image pulled with its reference label\n"
+	      "(ctr-remote i rpull, or CRI with snapshot annotations) are mounted lazily\n"
+	      "from the registry instead of being downloaded. Runs in the foreground\n"
+	      "until SIGTERM or SIGINT.\n"
+	      "\n"
+	      "  --root DIR             snapshots, metadata, lazy mounts and blob cache\n"
+	      "  --address SOCK         unix socket to serve gRPC on\n"
+	      "  --insecure             plain HTTP registry, no TLS verification\n"
+	      "  --ca-file FILE         CA bundle to verify the registry with\n"
+	      "  --auth-file FILE       docker config.json with credentials\n"
+	      "  --mirror URL           try this mirror/proxy first (repeatable, in order)\n"
+	      "  --cache-max-size BYTES evict least recently used blobs above this (K/M/G)\n"
+	      "  --no-prefetch          ignore images' prefetch tables\n"
+	      "  --no-remote            never mount lazily: every layer is pulled in full\n"
+	      "  --threads N            FUSE worker threads shared by the lazy mounts\n"
+	      "  --log-level LEVEL      error, warn (default), info or debug\n"
+	      "  -h, --help             this text\n", out);
+}
+
+static int parse_size(const char *s, uint64_t *out)
+{
+	char *end;
+	unsigned long long v = strtoull(s, &end, 10);
+
+	if (*end == 'K' || *end == 'k')
+		v <<= 10, end++;
+	else if (*end == 'M' || *end == 'm')
+		v <<= 20, end++;
+	else if (*end == 'G' || *end == 'g')
+		v <<= 30, end++;
+	if (end == s || *end)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+int cmd_snapshotter(int argc, char **argv)
+{
+	static const struct option lopts[] = {
+		{ "root", required_argument, NULL, 'R' },
+		{ "address", required_argument, NULL, 'a' },
+		{ "insecure", no_argument, NULL, 'I' },
+		{ "ca-file", required_argument, NULL, 'c' },
+		{ "auth-file", required_argument, NULL, 'u' },
+		{ "mirror", required_argument, NULL, 'm' },
+		{ "cache-max-size", required_argument, NULL, 'M' },
+		{ "no-prefetch", no_argument, NULL, 'n' },
+		{ "no-remote", no_argument, NULL, 'N' },
+		{ "threads", required_argument, NULL, 'T' },
+		{ "log-level", required_argument, NULL, 'l' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	struct snap_grpc_opts o = { 0 };
+	struct snap_grpc *g = NULL;
+	char root[PATH_MAX], addr[PATH_MAX];
+	const char *root_arg = NULL, *addr_arg = NULL;
+	sigset_t set;
+	int c, sig, ret;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "h", lopts, NULL)) != -1) {
+		switch (c) {
+		case 'R': root_arg = optarg; break;
+		case 'a': addr_arg = optarg; break;
+		case 'I': o.fs.reg.insecure = true; break;
+		case 'c': o.fs.reg.ca_file = optarg; break;
+		case 'u': o.fs.reg.auth_file = optarg; break;
+		case 'm':
+			if (o.fs.reg.nmirrors >= REG_MAX_MIRRORS) {
+				fprintf(stderr, "lazyimg snapshotter: at most %d --mirror\n", REG_MAX_MIRRORS);
+				return 2;
+			}
+			o.fs.reg.mirrors[o.fs.reg.nmirrors++] = optarg;
+			break;
+		case 'M':
+			if (parse_size(optarg, &o.fs.cache_max)) {
+				fprintf(stderr, "lazyimg snapshotter: --cache-max-size '%s' is not a size\n", optarg);
+				return 2;
+			}
+			break;
+		case 'n': o.fs.prefetch = SNAP_PREFETCH_NONE; break;
+		case 'N': o.no_remote = true; break;
+		case 'T': o.fs.threads = atoi(optarg); break;
+		case 'l':
+			if (cli_log_level(optarg) < 0) {
+				fprintf(stderr, "lazyimg snapshotter: --log-level: unknown level '%s'\n", optarg);
+				return 2;
+			}
+			lz_log_level = cli_log_level(optarg);
+			break;
+		case 'h': snapshotter_usage(stdout); return 0;
+		default: snapshotter_usage(stderr); return 2;
+		}
+	}
+	if (optind != argc || !root_arg || !addr_arg) {
+		fprintf(stderr, "lazyimg snapshotter: --root and --address are required, nothing else\n");
+		snapshotter_usage(stderr);
+		return 2;
+	}
+	/* keep absolute paths: the overlay options and containerd need them */
+	if (mkdir(root_arg, 0700) < 0 && errno != EEXIST) {
+		fprintf(stderr, "lazyimg snapshotter: --root %s: %s\n", root_arg, strerror(errno));
+		return 1;
+	}
+	if (!realpath(root_arg, root)) {
+		fprintf(stderr, "lazyimg snapshotter: --root %s: %s\n", root_arg, strerror(errno));
+		return 1;
+	}
+	if (addr_arg[0] == '/') {
+		snprintf(addr, sizeof(addr), "%s", addr_arg);
+	} else {
+		char cwd[PATH_MAX];
+
+		if (!getcwd(cwd, sizeof(cwd)) || snprintf(addr, sizeof(addr), "%s/%s", cwd, addr_arg) >= (int)sizeof(addr)) {
+			fprintf(stderr, "lazyimg snapshotter: --address %s: path too long\n", addr_arg);
+			return 1;
+		}
+	}
+	o.root = root;
+	o.address = addr;
+	/* every thread inherits the mask; this one waits for the signals */
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	reg_global_init();
+	ret = snap_grpc_start(&o, &g);
+	if (ret) {
+		fprintf(stderr, "lazyimg snapshotter: %s\n", lz_strerror(ret));
+		return 1;
+	}
+	fprintf(stderr, "lazyimg snapshotter: serving on %s (root %s)\n", addr, root);
+	do
+		ret = sigwait(&set, &sig);
+	while (ret == EINTR);
+	fprintf(stderr, "lazyimg snapshotter: signal %d, stopping\n", sig);
+	snap_grpc_stop(g);
+	return 0;
+}
