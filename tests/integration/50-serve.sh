@@ -1,0 +1,277 @@
+#!/usr/bin/env bash
+# `lazyimg serve`: many mounts in one process, its control API, and open files
+# surviving kill -9 of the server.
+#  A. mount --server / list / stats / usage / umount through the CLI; bytes equal the
+#     source layers; usage equals du -B1 of the blob's cache files; /metrics.
+#  B. control API faults (curl on the unix socket): bad JSON, missing/invalid fields,
+#     unknown ids and routes, wrong methods, bad digests, an oversized body, a plain OCI
+#     image, removal of a blob in use, and one id mounted and unmounted concurrently
+#     while its mount is slow (a delaying proxy): clear JSON errors, the server stays up.
+#  C. kill -9 of the server while python readers hold files open: one between two reads,
+#     one whose read is being served (the registry answers slowly) at the moment of the
+#     kill. A new server adopts the FUSE fds kept by the fd holder; both readers finish
+#     with the right sha256, and every mount is back.
+#  D. a full disk under the cache (a 3 MiB tmpfs at <root>/cache): a mount that cannot
+#     store its bootstrap fails with 507 and a clear message; reads of a mounted image
+#     whose chunks cannot be cached still return the right bytes; after space is freed
+#     the same mount succeeds. Nothing lost, server up throughout.
+set -euo pipefail
+. "$(dirname "$0")/reglib.sh"
+W=$(mktemp -d /tmp/lazyimg-t50.XXXXXX)
+R=$W/root
+R2=$W/root2
+REG_DIRS=()
+SERVE_PIDS=()
+RPIDS=()
+export LC_ALL=C
+
+# holder pid of a root (the holder writes <socket>.pid)
+holder_pid() { cat "$1/fdholder.sock.pid" 2>/dev/null || true; }
+
+cleanup() {
+	local p m
+	trap - EXIT
+	for p in "${RPIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+	for p in "${SERVE_PIDS[@]:-}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null || true; done
+	for m in $(awk -v w="$W/" 'index($2, w) == 1 { print $2 }' /proc/mounts | sort -r); do
+		umount -l "$m" 2>/dev/null || true
+	done
+	for p in "$(holder_pid "$R")" "$(holder_pid "$R2")"; do
+		[ -n "$p" ] && kill "$p" 2>/dev/null || true
+	done
+	reg_cleanup
+	awk -v w="$W/" 'index($2, w) == 1 { f = 1 } END { exit !f }' /proc/mounts || rm -rf "$W"
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM HUP
+
+# start_serve ROOT LOG [args]: background server; waits for its socket; sets SERVE_PID
+start_serve() {
+	local root=$1 log=$2; shift 2
+	"$LAZYIMG" serve --root "$root" --insecure --log-level info "$@" >> "$log" 2>&1 &
+	SERVE_PID=$!
+	SERVE_PIDS+=("$SERVE_PID")
+	for _ in $(seq 200); do
+		curl -s --unix-socket "$root/lazyimg.sock" http://x/api/v1/mounts > /dev/null 2>&1 && return 0
+		kill -0 "$SERVE_PID" 2>/dev/null || { tail -20 "$log"; return 1; }
+		sleep 0.05
+	done
+	tail -20 "$log"
+	return 1
+}
+
+# api METHOD PATH [BODY]: prints "STATUS BODY" (socket $SOCK)
+api() {
+	local out
+	out=$(curl -s --max-time 30 --unix-socket "$SOCK" -X "$1" -w '\n%{http_code}' \
+		${3+--data-binary "$3"} "http://x$2") || true
+	printf '%s %s\n' "$(tail -n 1 <<< "$out")" "$(sed '$d' <<< "$out")"
+}
+
+# expect DESCRIPTION STATUS METHOD PATH [BODY]: the status matches and the body has an "error"
+expect_err() {
+	local what=$1 want=$2 got st; shift 2
+	got=$(api "$@")
+	st=${got%% *}
+	if [ "$st" = "$want" ] && jq -e '.error | length > 0' <<< "${got#* }" > /dev/null 2>&1; then
+		reg_ok "$what: $st $(jq -r .error <<< "${got#* }" | head -c 110)"
+	else
+		reg_bad "$what: want $want with a JSON error, got: $(head -c 300 <<< "$got")"
+	fi
+}
+
+sha() { sha256sum "$1" | cut -c1-64; }
+serve_up() { curl -s --max-time 5 --unix-socket "$SOCK" http://x/api/v1/mounts > /dev/null; }
+
+mkdir -p "$W/reg" "$R"
+start_registry "$W/reg"
+push_small_image "$W/img"
+small_nydus v1-nydus
+unpack_small "$W/img" "$W/rootfs"
+REF=$REGISTRY_HOST/small:v1-nydus
+start_faultproxy "$W/proxy" "$REGISTRY_HOST"
+PREF=$PROXY_HOST/small:v1-nydus
+echo "registry $REGISTRY_HOST, proxy $PROXY_HOST, image converted ($(( $(date +%s) - REG_T0 )) s)"
+
+# ---------------------------------------------------------------- A. CLI
+SOCK=$R/lazyimg.sock
+start_serve "$R" "$W/serve.log" || reg_die "lazyimg serve did not come up"
+reg_check "control socket is mode 0600" '[ "$(stat -c %a "$SOCK")" = 600 ]'
+m1=$("$LAZYIMG" mount --server "$SOCK" "$REF" m1) || reg_die "mount --server m1 failed"
+reg_check "mount --server prints the mountpoint $m1" '[ "$m1" = "$R/mnt/m1" ]'
+"$LAZYIMG" mount --server "$SOCK" "$REF" "$W/anywhere/m2" > /dev/null || reg_bad "mount --server m2"
+m1b=$("$LAZYIMG" mount --server "$SOCK" "$REF" m1) || true
+reg_check "mounting m1 again is a no-op (idempotent, one kernel mount)" \
+	'[ "$m1b" = "$m1" ] && [ "$(awk -v m="$m1" "\$2 == m" /proc/mounts | wc -l)" = 1 ]'
+reg_check "list shows m1 and m2 ready" \
+	'"$LAZYIMG" list --server "$SOCK" | awk "\$2 == \"ready\"" | cut -d" " -f1 | sort | tr "\n" " " | grep -qx "m1 m2 "'
+reg_check "m1 and m2 serve the source bytes (hello.txt, random-1m.bin)" \
+	'cmp "$R/mnt/m1/etc/hello.txt" "$W/rootfs/etc/hello.txt" && cmp "$R/mnt/m2/blobs/random-1m.bin" "$W/rootfs/blobs/random-1m.bin"'
+st=$("$LAZYIMG" stats --server "$SOCK" m2)
+reg_check "stats --server m2 has the lazyimg stats keys ($(head -c 140 <<< "$st")...)" \
+	'jq -e "(.backend_bytes > 0) and (.read_bytes >= 1048576) and has(\"cache_hits\") and has(\"read_latency_us\")" <<< "$st" > /dev/null'
+# the data blob holding random-1m.bin: the largest file in the cache
+hex=$(ls -S "$R/cache/blobs" | grep -Ev '\.state$' | head -n 1)
+u=$("$LAZYIMG" usage --server "$SOCK" "sha256:$hex")
+du=$(du -B1 -c "$R/cache/blobs/$hex" "$R/cache/blobs/$hex.state" | tail -n 1 | cut -f1)
+reg_check "usage sha256:${hex:0:12}... = $u bytes = du -B1 of its cache files ($du)" '[ "$u" = "$du" ] && [ "$u" -ge 1048576 ]'
+must() { if "$@" > "$W/out" 2>&1; then reg_bad "$* succeeded"; else reg_ok "$(head -c 150 "$W/out")"; fi; }
+must "$LAZYIMG" usage --server "$SOCK" "sha256:${hex^^}"
+must "$LAZYIMG" umount --server "$SOCK" nosuch
+must "$LAZYIMG" stats --server "$SOCK" nosuch
+curl -s --unix-socket "$SOCK" http://x/metrics > "$W/metrics"
+reg_check "/metrics: per-mount bytes, hits, latency histogram, in-flight, hung, cache usage" \
+	'grep -q "^lazyimg_backend_bytes_total{id=\"m2\"} [1-9]" "$W/metrics" &&
+	 grep -q "^lazyimg_cache_hits_total{id=\"m1\"}" "$W/metrics" &&
+	 grep -q "^lazyimg_read_latency_seconds_bucket{id=\"m2\",le=\"+Inf\"} [1-9]" "$W/metrics" &&
+	 grep -q "^lazyimg_inflight_requests{id=\"m1\"} 0" "$W/metrics" &&
+	 grep -q "^lazyimg_hung_requests{id=\"m1\"} 0" "$W/metrics" &&
+	 grep -q "^lazyimg_cache_usage_bytes [1-9]" "$W/metrics"'
+
+# ---------------------------------------------------------------- B. API faults
+expect_err "bad JSON" 400 POST /api/v1/mounts '{"id": "x", "ref": '
+expect_err "trailing garbage after the JSON" 400 POST /api/v1/mounts '{"id":"x","ref":"a/b:c"} xx'
+expect_err "not an object" 400 POST /api/v1/mounts '["x"]'
+expect_err "empty body" 400 POST /api/v1/mounts ''
+expect_err "missing id" 400 POST /api/v1/mounts "{\"ref\":\"$REF\"}"
+expect_err "invalid id" 400 POST /api/v1/mounts "{\"id\":\"../etc\",\"ref\":\"$REF\"}"
+expect_err "labels without an image reference" 400 POST /api/v1/mounts '{"id":"x","labels":{"a":"b"}}'
+expect_err "labels not strings" 400 POST /api/v1/mounts '{"id":"x","labels":{"containerd.io/snapshot/cri.image-ref":5}}'
+expect_err "not a reference" 400 POST /api/v1/mounts '{"id":"x","ref":"::"}'
+expect_err "plain OCI image (not nydus)" 422 POST /api/v1/mounts "{\"id\":\"oci\",\"ref\":\"$REGISTRY_HOST/small:v1\"}"
+expect_err "unknown id (GET)" 404 GET /api/v1/mounts/nosuch
+expect_err "unknown id (DELETE)" 404 DELETE /api/v1/mounts/nosuch
+expect_err "unknown id (stats)" 404 GET /api/v1/mounts/nosuch/stats
+expect_err "unknown route" 404 GET /api/v2/whatever
+expect_err "wrong method" 405 PUT /api/v1/mounts/m1
+expect_err "usage without a digest" 400 GET /api/v1/usage
+expect_err "usage of a bad digest" 400 GET '/api/v1/usage?digest=sha256:abc'
+expect_err "remove a bad digest" 400 DELETE /api/v1/cache/md5:abc
+expect_err "remove a blob in use" 409 DELETE "/api/v1/cache/sha256:$hex"
+big=$(head -c 70000 /dev/zero | tr '\0' 'a')
+expect_err "oversized body" 413 POST /api/v1/mounts "{\"id\":\"x\",\"ref\":\"$big\"}"
+reg_check "the blob in use is still there" '[ -f "$R/cache/blobs/$hex" ]'
+# one id, concurrently: a mount made slow by the proxy (1.5 s per manifest/blob request)
+fp_set "$PROXY_CTL" "scope all" "delay 1.5"
+api POST /api/v1/mounts "{\"id\":\"c1\",\"ref\":\"$PREF\"}" > "$W/c1.first" &
+RPIDS+=($!)
+sleep 0.5
+expect_err "second mount of c1 while its first mount runs" 409 POST /api/v1/mounts "{\"id\":\"c1\",\"ref\":\"$PREF\"}"
+expect_err "umount of c1 while its mount runs" 409 DELETE /api/v1/mounts/c1
+got=$(api GET /api/v1/mounts/c1)
+reg_check "c1 is listed as mounting meanwhile" '[ "$(jq -r .state <<< "${got#* }")" = mounting ]'
+reg_check "other requests are served meanwhile (list, metrics)" 'serve_up && curl -s --unix-socket "$SOCK" http://x/metrics | grep -q lazyimg_mounts'
+wait "${RPIDS[-1]}" || true
+reg_check "the first mount of c1 finished: $(head -c 100 "$W/c1.first")" '[ "$(cut -d" " -f1 "$W/c1.first")" = 200 ]'
+fp_set "$PROXY_CTL" pass
+reg_check "c1 serves the source bytes" 'cmp "$R/mnt/c1/etc/hello.txt" "$W/rootfs/etc/hello.txt"'
+reg_check "the server is still up after the faults" serve_up
+
+# ---------------------------------------------------------------- C. kill -9 with open files
+cat > "$W/reader.py" <<'PY'
+import hashlib, os, sys, time
+path, ready, go, out = sys.argv[1:5]
+h = hashlib.sha256()
+with open(path, 'rb', buffering=0) as f:
+    h.update(f.read(65536))
+    open(ready, 'w').write('1')
+    while not os.path.exists(go):
+        time.sleep(0.02)
+    while True:
+        b = f.read(65536)
+        if not b:
+            break
+        h.update(b)
+        time.sleep(0.001)
+open(out, 'w').write(h.hexdigest())
+PY
+# reader 1: between two reads at the kill, on m1 (direct registry)
+python3 "$W/reader.py" "$R/mnt/m1/blobs/text-16m.txt" "$W/r1.ready" "$W/r1.go" "$W/r1.sha" &
+R1=$!; RPIDS+=("$R1")
+# reader 2: its next read is served by a slow registry (proxy, 3 s per range) at the kill
+# (random bytes: the first read cannot bring the whole compressed file in one range)
+python3 "$W/reader.py" "$R/mnt/c1/blobs/random-4m.bin" "$W/r2.ready" "$W/r2.go" "$W/r2.sha" &
+R2P=$!; RPIDS+=("$R2P")
+for _ in $(seq 200); do [ -e "$W/r1.ready" ] && [ -e "$W/r2.ready" ] && break; sleep 0.05; done
+fp_set "$PROXY_CTL" "delay 3"
+touch "$W/r2.go"
+for _ in $(seq 60); do
+	curl -s --unix-socket "$SOCK" http://x/metrics | grep -q '^lazyimg_inflight_requests{id="c1"} [1-9]' && break
+	sleep 0.05
+done
+reg_check "reader 2's read is in flight in the server" \
+	'curl -s --unix-socket "$SOCK" http://x/metrics | grep -q "^lazyimg_inflight_requests{id=\"c1\"} [1-9]"'
+OLD=$SERVE_PID
+kill -9 "$OLD"
+wait "$OLD" 2>/dev/null || true
+fp_set "$PROXY_CTL" pass
+touch "$W/r1.go"
+sleep 1
+reg_check "server $OLD is dead, its mounts are still in /proc/mounts, the holder lives" \
+	'! kill -0 "$OLD" 2>/dev/null && reg_is_mounted "$R/mnt/m1" && reg_is_mounted "$R/mnt/c1" && kill -0 "$(holder_pid "$R")"'
+reg_check "both readers wait (alive, no result yet)" 'kill -0 "$R1" && kill -0 "$R2P" && [ ! -e "$W/r1.sha" ] && [ ! -e "$W/r2.sha" ]'
+t0=$(reg_now)
+start_serve "$R" "$W/serve.log" || reg_die "the second lazyimg serve did not come up"
+RSERVE=$SERVE_PID
+wait "$R1" || reg_bad "reader 1 failed"
+wait "$R2P" || reg_bad "reader 2 failed"
+echo "readers finished $(reg_secs "$t0" "$(reg_now)") s after the new server started"
+reg_check "reader 1 (between reads at the kill) got the right sha256" \
+	'[ "$(cat "$W/r1.sha" 2>/dev/null)" = "$(sha "$W/rootfs/blobs/text-16m.txt")" ]'
+reg_check "reader 2 (read in flight at the kill) got the right sha256" \
+	'[ "$(cat "$W/r2.sha" 2>/dev/null)" = "$(sha "$W/rootfs/blobs/random-4m.bin")" ]'
+got=$(api GET /api/v1/mounts)
+reg_check "every mount is back, ready and adopted: $(jq -c '[.mounts[] | [.id, .state, .adopted]]' <<< "${got#* }")" \
+	'[ "$(jq -r "[.mounts[] | select(.ready and .adopted) | .id] | sort | join(\" \")" <<< "${got#* }")" = "c1 m1 m2" ]'
+reg_check "a new file reads right through an adopted mount" 'cmp "$R/mnt/m2/blobs/random-1m.bin" "$W/rootfs/blobs/random-1m.bin" && cmp "$R/mnt/m2/etc/hello.txt" "$W/rootfs/etc/hello.txt"'
+reg_check "no stale or doubled kernel mounts" \
+	'[ "$(awk -v r="$R/mnt/" "index(\$2, r) == 1" /proc/mounts | wc -l)" = 3 ]'
+"$LAZYIMG" umount --server "$SOCK" m2 || reg_bad "umount --server m2"
+reg_check "umount --server m2: gone from the list and /proc/mounts" \
+	'! reg_is_mounted "$R/mnt/m2" && ! "$LAZYIMG" list --server "$SOCK" | grep -q "^m2 "'
+expect_err "usage still refuses a bad digest after the restart" 400 GET '/api/v1/usage?digest=nope'
+
+# ---------------------------------------------------------------- D. full disk under the cache
+mkdir -p "$R2/cache"
+mount -t tmpfs -o size=3m tmpfs "$R2/cache"
+SOCK=$R2/lazyimg.sock
+start_serve "$R2" "$W/serve2.log" || reg_die "lazyimg serve on $R2 did not come up"
+# fill the tmpfs completely
+dd if=/dev/zero of="$R2/cache/filler" bs=64k 2> /dev/null || true
+expect_err "mount with a full cache disk" 507 POST /api/v1/mounts "{\"id\":\"f1\",\"ref\":\"$REF\"}"
+reg_check "the server is up after the failed mount" serve_up
+reg_check "the failed mount left nothing behind (not listed, no state, not mounted)" \
+	'[ "$(api GET /api/v1/mounts/f1 | cut -d" " -f1)" = 404 ] && [ ! -e "$R2/state/f1.json" ] && ! reg_is_mounted "$R2/mnt/f1"'
+rm -f "$R2/cache/filler"
+got=$(api POST /api/v1/mounts "{\"id\":\"f1\",\"ref\":\"$REF\"}")
+reg_check "with space freed, the same mount succeeds" '[ "${got%% *}" = 200 ]'
+dd if=/dev/zero of="$R2/cache/filler" bs=64k 2> /dev/null || true
+reg_check "the cache disk is full again ($(df -B1 --output=avail "$R2/cache" | tail -n 1 | tr -d ' ') bytes free)" \
+	'[ "$(df -B1 --output=avail "$R2/cache" | tail -n 1)" -lt 65536 ]'
+reg_check "a 16 MiB file read with the cache disk full: right bytes" \
+	'cmp "$R2/mnt/f1/blobs/text-16m.txt" "$W/rootfs/blobs/text-16m.txt"'
+reg_check "... and the 4 MiB one" 'cmp "$R2/mnt/f1/blobs/random-4m.bin" "$W/rootfs/blobs/random-4m.bin"'
+grep -q "could not be stored in the cache" "$W/serve2.log" &&
+	reg_ok "the server logged that chunks could not be cached: $(grep -m1 'could not be stored' "$W/serve2.log" | head -c 120)" ||
+	reg_bad "no log line about chunks that could not be cached"
+reg_check "the server is up with the disk full" serve_up
+reg_check "and still serves stats" '"$LAZYIMG" stats --server "$SOCK" f1 | jq -e ".read_bytes >= 16777216" > /dev/null'
+rm -f "$R2/cache/filler"
+
+# ---------------------------------------------------------------- shutdown
+# SIGTERM with --cleanup-on-exit unmounts everything; the holder then leaves by itself
+kill "$SERVE_PID"; wait "$SERVE_PID" 2>/dev/null || true
+reg_check "SIGTERM without --cleanup-on-exit leaves f1 mounted for the next server" 'reg_is_mounted "$R2/mnt/f1"'
+start_serve "$R2" "$W/serve2.log" --cleanup-on-exit || reg_die "restart on $R2"
+reg_check "f1 adopted again after a clean restart" 'cmp "$R2/mnt/f1/etc/hello.txt" "$W/rootfs/etc/hello.txt"'
+kill "$SERVE_PID"; wait "$SERVE_PID" 2>/dev/null || true
+reg_check "--cleanup-on-exit: f1 unmounted and forgotten" '! reg_is_mounted "$R2/mnt/f1" && [ ! -e "$R2/state/f1.json" ]'
+h2=$(holder_pid "$R2")
+for _ in $(seq 80); do { [ -n "$h2" ] && kill -0 "$h2" 2>/dev/null; } || break; sleep 0.1; done
+reg_check "the fd holder of $R2 exited once it held nothing" '[ -z "$h2" ] || ! kill -0 "$h2" 2>/dev/null'
+umount "$R2/cache"
+SOCK=$R/lazyimg.sock
+for id in m1 c1; do "$LAZYIMG" umount --server "$SOCK" "$id" || reg_bad "umount --server $id"; done
+kill "$RSERVE"; wait "$RSERVE" 2>/dev/null || true
+reg_check "nothing of ours is mounted any more" '! awk -v w="$W/" "index(\$2, w) == 1 { f = 1 } END { exit !f }" /proc/mounts'
+reg_finish
