@@ -186,6 +186,7 @@ int rafs_blobs_init(struct rafs *fs, const struct rafs_opts *opts)
 		if (!fs->blob_dir)
 			return -ENOMEM;
 	}
+	fs->merge_max = opts && opts->merge_max ? opts->merge_max : RAFS_DEFAULT_MERGE_MAX;
 	if (opts) {
 		fs->backend = opts->backend;
 		fs->backend_ctx = opts->backend_ctx;
@@ -217,6 +218,8 @@ void rafs_blobs_exit(struct rafs *fs)
 	free(fs->blob_dir);
 }
 
+static int read_chunk(struct rafs *fs, const struct img_chunk *c, void *out, const struct rafs_next *next);
+
 static size_t slot_of(const struct rafs *fs, uint32_t blob, uint64_t coff)
 {
 	uint64_t h = (coff ^ ((uint64_t)blob << 56)) * 0x9E3779B97F4A7C15ull;
@@ -234,48 +237,27 @@ static int unsupported(struct rafs *fs, const struct img_chunk *c)
 	return -EOPNOTSUPP;
 }
 
-static int fetch_chunk(struct rafs *fs, const struct img_chunk *c, void *out)
+/* Decode (if compressed) and verify one chunk whose stored bytes are `src`. */
+static int decode_chunk(struct rafs *fs, const struct img_chunk *c, const uint8_t *src, void *out)
 {
-	struct rafs_blob *b;
-	struct tl_bufs *t;
+	struct rafs_blob *b = &fs->blobs[c->blob_index];
 	uint8_t dg[LZ_DIGEST_LEN];
-	int comp, ret;
+	int comp = fs->version == 5 ? fs->comp : b->comp;
+	int ret;
 
-	if (c->flags & IMG_CHUNK_HOLE) {
-		memset(out, 0, c->uncompressed_size);
-		return 0;
-	}
-	if (c->flags & (IMG_CHUNK_ZRAN | IMG_CHUNK_BATCH | IMG_CHUNK_ENCRYPTED))
-		return unsupported(fs, c);
-	if (c->blob_index >= fs->nblobs)
-		return -EFSCORRUPTED;
-	b = &fs->blobs[c->blob_index];
-	comp = fs->version == 5 ? fs->comp : b->comp;
 	if (!(c->flags & IMG_CHUNK_COMPRESSED)) {
-		if (c->compressed_size != c->uncompressed_size)
-			return -EFSCORRUPTED;
-		ret = blob_read(fs, c->blob_index, out, c->uncompressed_size, c->compressed_offset);
+		if (src != out)
+			memcpy(out, src, c->uncompressed_size);
 	} else {
-		/* a compressed chunk larger than twice the chunk size is not a real encoding */
-		if (c->compressed_size > 2 * (uint64_t)fs->chunk_size + 4096)
-			return -EFSCORRUPTED;
-		t = tl_get();
-		if (!t)
-			return -ENOMEM;
-		ret = ensure(&t->in, &t->in_cap, c->compressed_size);
-		if (ret)
-			return ret;
-		ret = blob_read(fs, c->blob_index, t->in, c->compressed_size, c->compressed_offset);
-		if (!ret) {
-			ret = lz_decompress(comp, t->in, c->compressed_size, out, c->uncompressed_size);
-			if (ret && lz_ratelimit(&b->bad_log, 10))
+		ret = lz_decompress(comp, src, c->compressed_size, out, c->uncompressed_size);
+		if (ret) {
+			if (lz_ratelimit(&b->bad_log, 10))
 				lz_err("blob %s: chunk at offset %llu (+%u): cannot decompress %s data",
 				       b->id, (unsigned long long)c->compressed_offset,
 				       c->compressed_size, lz_compressor_name(comp));
+			return ret;
 		}
 	}
-	if (ret)
-		return ret;
 	if (fs->validate && c->digest) {
 		lz_digest(fs->digester, out, c->uncompressed_size, dg);
 		if (memcmp(dg, c->digest, LZ_DIGEST_LEN) != 0) {
@@ -288,6 +270,165 @@ static int fetch_chunk(struct rafs *fs, const struct img_chunk *c, void *out)
 	}
 	atomic_fetch_add(&fs->st_fills, 1);
 	return 0;
+}
+
+/* Checks every fetch path shares; 0 when the chunk can be fetched from its blob. */
+static int chunk_fetchable(struct rafs *fs, const struct img_chunk *c)
+{
+	if (c->flags & (IMG_CHUNK_ZRAN | IMG_CHUNK_BATCH | IMG_CHUNK_ENCRYPTED))
+		return unsupported(fs, c);
+	if (c->blob_index >= fs->nblobs)
+		return -EFSCORRUPTED;
+	if (!(c->flags & IMG_CHUNK_COMPRESSED) && c->compressed_size != c->uncompressed_size)
+		return -EFSCORRUPTED;
+	/* a compressed chunk larger than twice the chunk size is not a real encoding */
+	if ((c->flags & IMG_CHUNK_COMPRESSED) && c->compressed_size > 2 * (uint64_t)fs->chunk_size + 4096)
+		return -EFSCORRUPTED;
+	return 0;
+}
+
+static int fetch_chunk(struct rafs *fs, const struct img_chunk *c, void *out)
+{
+	struct tl_bufs *t;
+	int ret;
+
+	if (c->flags & IMG_CHUNK_HOLE) {
+		memset(out, 0, c->uncompressed_size);
+		return 0;
+	}
+	ret = chunk_fetchable(fs, c);
+	if (ret)
+		return ret;
+	if (!(c->flags & IMG_CHUNK_COMPRESSED)) {
+		ret = blob_read(fs, c->blob_index, out, c->uncompressed_size, c->compressed_offset);
+		return ret ? ret : decode_chunk(fs, c, out, out);
+	}
+	t = tl_get();
+	if (!t)
+		return -ENOMEM;
+	ret = ensure(&t->in, &t->in_cap, c->compressed_size);
+	if (!ret)
+		ret = blob_read(fs, c->blob_index, t->in, c->compressed_size, c->compressed_offset);
+	return ret ? ret : decode_chunk(fs, c, t->in, out);
+}
+
+/*
+ * Fetch run[0..n) - chunks of one blob stored back to back, each already
+ * claimed through the cache - with one backend read, then decode, verify and
+ * hand each to the cache. run[0]'s bytes also go to out0 (may be NULL) and
+ * its result is returned; the others' errors only reach the cache.
+ */
+static int fetch_run(struct rafs *fs, const struct img_chunk *run, size_t n, void *out0)
+{
+	uint64_t span = run[n - 1].compressed_offset + run[n - 1].compressed_size - run[0].compressed_offset;
+	uint8_t *in = NULL, *out = NULL;
+	int ret, ret0 = 0;
+
+	in = lz_malloc(span);
+	out = lz_malloc(fs->chunk_size ? fs->chunk_size : RAFS_MAX_CHUNK_SIZE);
+	ret = in && out ? 0 : -ENOMEM;
+	if (!ret)
+		ret = blob_read(fs, run[0].blob_index, in, span, run[0].compressed_offset);
+	for (size_t i = 0; i < n; i++) {
+		const struct img_chunk *c = &run[i];
+		uint8_t *dst = i == 0 && out0 ? out0 : out;
+		int r = ret;
+
+		if (!r && c->uncompressed_size > (fs->chunk_size ? fs->chunk_size : RAFS_MAX_CHUNK_SIZE))
+			r = -EFSCORRUPTED;
+		if (!r)
+			r = decode_chunk(fs, c, in + (c->compressed_offset - run[0].compressed_offset), dst);
+		fs->cache->done(fs->cache_ctx, c->blob_index, c, dst, r);
+		if (i == 0)
+			ret0 = r;
+	}
+	free(in);
+	free(out);
+	return ret0;
+}
+
+/* c2 is stored right after c1 in the same blob and can join a merged read. */
+static bool mergeable(struct rafs *fs, const struct img_chunk *c1, const struct img_chunk *c2,
+		      uint64_t span, uint64_t max)
+{
+	return c2->blob_index == c1->blob_index && !(c2->flags & IMG_CHUNK_HOLE) &&
+	       !chunk_fetchable(fs, c2) && c2->compressed_offset == c1->compressed_offset + c1->compressed_size &&
+	       span + c2->compressed_size <= max;
+}
+
+/*
+ * The caller owns chunk c (cache begin() returned 0). Extend it with the
+ * chunks `next` yields while they are stored right behind it and nobody has
+ * them (ready or being fetched), up to fs->merge_max bytes, and fetch them
+ * all with one request: a cold sequential read costs one round trip per
+ * merge_max bytes instead of one per chunk.
+ */
+static int fetch_owned(struct rafs *fs, const struct img_chunk *c, void *out, const struct rafs_next *next)
+{
+	struct img_chunk run[RAFS_MERGE_MAX_CHUNKS];
+	uint64_t span = c->compressed_size;
+	size_t n = 1;
+	int ret;
+
+	ret = chunk_fetchable(fs, c);
+	if (ret || !next || !fs->cache->try_begin) {
+		ret = ret ? ret : fetch_chunk(fs, c, out);
+		fs->cache->done(fs->cache_ctx, c->blob_index, c, out, ret);
+		return ret;
+	}
+	run[0] = *c;
+	for (uint64_t k = next->k + 1; k < next->nchunks && n < RAFS_MERGE_MAX_CHUNKS; k++) {
+		struct img_chunk nc;
+
+		if (next->fn(fs, next->arg, k, &nc) || !mergeable(fs, &run[n - 1], &nc, span, fs->merge_max))
+			break;
+		if (fs->cache->try_begin(fs->cache_ctx, nc.blob_index, &nc) != 1)
+			break;
+		run[n++] = nc;
+		span += nc.compressed_size;
+	}
+	if (n > 1)
+		atomic_fetch_add(&fs->st_merged, n - 1);
+	return fetch_run(fs, run, n, out);
+}
+
+int rafs_fetch_chunks(struct rafs *fs, const struct img_chunk *cs, size_t n, uint64_t max)
+{
+	struct img_chunk run[RAFS_MERGE_MAX_CHUNKS];
+	size_t nrun = 0;
+	uint64_t span = 0;
+	int ret = 0, r;
+
+	if (!fs->cache || !fs->cache->try_begin)
+		return -EOPNOTSUPP;
+	for (size_t i = 0; i <= n; i++) {
+		const struct img_chunk *c = i < n ? &cs[i] : NULL;
+
+		if (c && nrun && nrun < RAFS_MERGE_MAX_CHUNKS && mergeable(fs, &run[nrun - 1], c, span, max)) {
+			if (fs->cache->try_begin(fs->cache_ctx, c->blob_index, c) == 1) {
+				run[nrun++] = *c;
+				span += c->compressed_size;
+				continue;
+			}
+			c = NULL; /* not ours: ends the run, and nothing to start */
+		}
+		if (nrun) {
+			if (nrun > 1)
+				atomic_fetch_add(&fs->st_merged, nrun - 1);
+			r = fetch_run(fs, run, nrun, NULL);
+			if (r && !ret)
+				ret = r;
+			nrun = 0;
+			span = 0;
+		}
+		if (!c || (c->flags & IMG_CHUNK_HOLE) || chunk_fetchable(fs, c))
+			continue;
+		if (fs->cache->try_begin(fs->cache_ctx, c->blob_index, c) == 1) {
+			run[nrun++] = *c;
+			span = c->compressed_size;
+		}
+	}
+	return ret;
 }
 
 /*
@@ -315,7 +456,8 @@ static void chunk_set_verified(struct rafs *fs, const struct img_chunk *c)
 					 memory_order_relaxed);
 }
 
-int rafs_chunk_copy(struct rafs *fs, const struct img_chunk *c, uint64_t skip, void *dst, size_t n)
+int rafs_chunk_copy(struct rafs *fs, const struct img_chunk *c, uint64_t skip, void *dst, size_t n,
+		    const struct rafs_next *next)
 {
 	struct rafs_cslot *s;
 	struct tl_bufs *t;
@@ -354,7 +496,7 @@ int rafs_chunk_copy(struct rafs *fs, const struct img_chunk *c, uint64_t skip, v
 	ret = ensure(&t->out, &t->out_cap, c->uncompressed_size);
 	if (ret)
 		return ret;
-	ret = rafs_read_chunk(fs, c, t->out);
+	ret = read_chunk(fs, c, t->out, next);
 	if (ret) {
 		atomic_fetch_add(&fs->st_errors, 1);
 		return ret;
@@ -377,7 +519,7 @@ int rafs_chunk_copy(struct rafs *fs, const struct img_chunk *c, uint64_t skip, v
 	return 0;
 }
 
-int rafs_read_chunk(struct rafs *fs, const struct img_chunk *c, void *out)
+static int read_chunk(struct rafs *fs, const struct img_chunk *c, void *out, const struct rafs_next *next)
 {
 	int ret;
 
@@ -390,9 +532,12 @@ int rafs_read_chunk(struct rafs *fs, const struct img_chunk *c, void *out)
 	}
 	if (ret < 0)
 		return ret;
-	ret = fetch_chunk(fs, c, out);
-	fs->cache->done(fs->cache_ctx, c->blob_index, c, out, ret);
-	return ret;
+	return fetch_owned(fs, c, out, next);
+}
+
+int rafs_read_chunk(struct rafs *fs, const struct img_chunk *c, void *out)
+{
+	return read_chunk(fs, c, out, NULL);
 }
 
 /* Fill a v6 blob's CI array from the bootstrap chunk table. */

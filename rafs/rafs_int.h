@@ -11,6 +11,8 @@
 #include "rafs_ondisk.h"
 
 #define RAFS_DEFAULT_CACHE_SLOTS 16
+/* compressed bytes one on-demand request may cover when merging chunks */
+#define RAFS_DEFAULT_MERGE_MAX (2u << 20)
 #define RAFS_MAX_XATTR_BLOCK (1u << 20)
 #define RAFS_MAX_SYMLINK 4096
 
@@ -103,7 +105,8 @@ struct rafs {
 	struct rafs_cslot *slots;
 	size_t nslots;
 
-	_Atomic uint64_t st_fills, st_hits, st_bytes, st_reads, st_errors;
+	_Atomic uint64_t st_fills, st_hits, st_bytes, st_reads, st_errors, st_merged;
+	uint64_t merge_max;
 	_Atomic long unsupported_log;
 };
 
@@ -122,7 +125,17 @@ int rafs_v6_validate(struct rafs *fs);
 int rafs_blobs_init(struct rafs *fs, const struct rafs_opts *opts);
 void rafs_blobs_exit(struct rafs *fs);
 /* Copy n bytes at `skip` of chunk c's uncompressed data into dst. */
-int rafs_chunk_copy(struct rafs *fs, const struct img_chunk *c, uint64_t skip, void *dst, size_t n);
+/* How a read finds the chunks after the one it needs (for merged fetches):
+ * fn fills chunk number k of the file being read (0 or negative errno). */
+struct rafs_next {
+	int (*fn)(struct rafs *fs, void *arg, uint64_t k, struct img_chunk *c);
+	void *arg;
+	uint64_t k;        /* the number of the chunk being read */
+	uint64_t nchunks;  /* chunks in the file */
+};
+/* next may be NULL (no merging) */
+int rafs_chunk_copy(struct rafs *fs, const struct img_chunk *c, uint64_t skip, void *dst, size_t n,
+		    const struct rafs_next *next);
 /* v6: resolve (blob_index, ci_index) to a chunk via the blob's CI array. */
 int rafs_v6_ci_get(struct rafs *fs, uint32_t blob_index, uint32_t ci_index, struct img_chunk *c);
 int rafs_blob_id_ok(const char *id, size_t len);

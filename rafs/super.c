@@ -268,6 +268,7 @@ void rafs_get_stats(const struct rafs *fs, struct rafs_stats *st)
 	st->backend_bytes = atomic_load(&fs->st_bytes);
 	st->backend_reads = atomic_load(&fs->st_reads);
 	st->errors = atomic_load(&fs->st_errors);
+	st->merged = atomic_load(&fs->st_merged);
 }
 
 int rafs_blobmeta_parse(const void *buf, size_t len, struct rafs_blobmeta *bm)

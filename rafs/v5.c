@@ -468,11 +468,17 @@ static int v5_chunk_at(const struct rafs *fs, const struct v5_ino *in, uint32_t 
 	return 0;
 }
 
+static int v5_next_chunk(struct rafs *fs, void *arg, uint64_t k, struct img_chunk *c)
+{
+	return k > UINT32_MAX ? -EINVAL : v5_chunk_at(fs, arg, (uint32_t)k, c);
+}
+
 static ssize_t v5_read(struct image *img, uint64_t ino, void *buf, size_t size, uint64_t off)
 {
 	struct rafs *fs = rafs_from_img(img);
 	struct img_chunk c;
 	struct v5_ino in;
+	struct rafs_next next = { .fn = v5_next_chunk, .arg = &in };
 	uint8_t *dst = buf;
 	uint64_t end, pos;
 	uint32_t lo, hi;
@@ -523,7 +529,9 @@ static ssize_t v5_read(struct image *img, uint64_t ino, void *buf, size_t size, 
 				break;
 		}
 		n = LZ_MIN(cend, end) - pos;
-		ret = rafs_chunk_copy(fs, &c, pos - c.file_offset, dst + (pos - off), n);
+		next.k = k;
+		next.nchunks = in.child_count;
+		ret = rafs_chunk_copy(fs, &c, pos - c.file_offset, dst + (pos - off), n, &next);
 		if (ret)
 			return ret;
 		pos += n;

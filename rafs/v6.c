@@ -568,11 +568,17 @@ static int v6_file(const struct rafs *fs, uint64_t ino, struct v6_ino *in, uint6
 	return 0;
 }
 
+static int v6_next_chunk(struct rafs *fs, void *arg, uint64_t k, struct img_chunk *c)
+{
+	return v6_chunk_at(fs, arg, k, c);
+}
+
 static ssize_t v6_read(struct image *img, uint64_t ino, void *buf, size_t size, uint64_t off)
 {
 	struct rafs *fs = rafs_from_img(img);
 	struct img_chunk c;
 	struct v6_ino in;
+	struct rafs_next next = { .fn = v6_next_chunk, .arg = &in };
 	uint64_t nchunks, end, pos;
 	uint8_t *dst = buf;
 	int ret;
@@ -591,7 +597,9 @@ static ssize_t v6_read(struct image *img, uint64_t ino, void *buf, size_t size, 
 			return ret;
 		skip = pos - c.file_offset;
 		n = LZ_MIN(end - pos, c.uncompressed_size - skip);
-		ret = rafs_chunk_copy(fs, &c, skip, dst + (pos - off), n);
+		next.k = k;
+		next.nchunks = nchunks;
+		ret = rafs_chunk_copy(fs, &c, skip, dst + (pos - off), n, &next);
 		if (ret)
 			return ret;
 		pos += n;

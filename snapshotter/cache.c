@@ -64,6 +64,24 @@ static int cache_begin(void *ctx, unsigned bi, const struct img_chunk *c, void *
 	return ret;
 }
 
+static int cache_try_begin(void *ctx, unsigned bi, const struct img_chunk *c)
+{
+	struct snap_source *s = ctx;
+	struct bcache_blob *b = blob_for(s, bi, c);
+	int ret;
+
+	if (!b)
+		return 0; /* uncached: nothing to coordinate, so no merging either */
+	ret = bcache_chunk_claim(b, c->index, 0);
+	if (ret != 1)
+		return ret == -ETIMEDOUT ? 0 : ret; /* ready, or another thread's */
+	/* the same accounting begin() does for an owned fetch: done() undoes it */
+	if (!tl_prefetching)
+		atomic_fetch_add(&s->ondemand, 1);
+	atomic_fetch_add(&s->misses, 1);
+	return 1;
+}
+
 static void cache_done(void *ctx, unsigned bi, const struct img_chunk *c, const void *buf, int err)
 {
 	struct snap_source *s = ctx;
@@ -86,6 +104,7 @@ static void cache_done(void *ctx, unsigned bi, const struct img_chunk *c, const 
 static const struct img_cache_ops cache_ops = {
 	.begin = cache_begin,
 	.done = cache_done,
+	.try_begin = cache_try_begin,
 };
 
 int snap_cache_init(struct snap_source *s)

@@ -9,11 +9,17 @@
 #include <sys/stat.h>
 #include <time.h>
 
+/* bytes one prefetch request may cover: large, since prefetch is throughput */
+#define SNAP_PREFETCH_MERGE_MAX (8u << 20)
+
 struct pf {
 	struct snap_source *s;
 	uint8_t *buf;
 	uint64_t *inos;
 	size_t n, cap;
+	struct img_chunk pend[RAFS_MERGE_MAX_CHUNKS]; /* stored back to back, not yet fetched */
+	size_t npend;
+	uint64_t span;
 };
 
 static int push(struct pf *p, uint64_t ino)
@@ -91,10 +97,37 @@ static int collect_dir(struct pf *p, uint64_t dir, int depth)
 	return ret;
 }
 
+/* readers first: wait while any on-demand fetch is in flight */
+static void yield_to_readers(struct snap_source *s)
+{
+	while (atomic_load(&s->ondemand) > 0 && !atomic_load(&s->stop)) {
+		struct timespec ts = { 0, 2 * 1000 * 1000 };
+
+		nanosleep(&ts, NULL);
+	}
+}
+
+static void flush(struct pf *p)
+{
+	if (!p->npend)
+		return;
+	yield_to_readers(p->s);
+	if (!atomic_load(&p->s->stop) && rafs_fetch_chunks(p->s->fs, p->pend, p->npend, SNAP_PREFETCH_MERGE_MAX))
+		lz_warn("prefetch: %zu chunk(s) from blob %u offset %llu failed; a reader will retry them",
+			p->npend, p->pend[0].blob_index, (unsigned long long)p->pend[0].compressed_offset);
+	p->npend = 0;
+	p->span = 0;
+}
+
+/*
+ * Queue each missing chunk; chunks stored back to back (a file's chunks,
+ * or small files written one after another) go out as one request.
+ */
 static int fetch_chunk(void *arg, const struct img_chunk *c)
 {
 	struct pf *p = arg;
 	struct snap_source *s = p->s;
+	const struct img_chunk *last = p->npend ? &p->pend[p->npend - 1] : NULL;
 
 	if (atomic_load(&s->stop))
 		return -ECANCELED;
@@ -103,14 +136,12 @@ static int fetch_chunk(void *arg, const struct img_chunk *c)
 	if (s->blobs && c->blob_index < s->nblobs && s->blobs[c->blob_index] &&
 	    bcache_chunk_ready(s->blobs[c->blob_index], c->index))
 		return 0;
-	/* readers first: wait while any on-demand fetch is in flight */
-	while (atomic_load(&s->ondemand) > 0 && !atomic_load(&s->stop)) {
-		struct timespec ts = { 0, 2 * 1000 * 1000 };
-
-		nanosleep(&ts, NULL);
-	}
-	if (rafs_read_chunk(s->fs, c, p->buf))
-		lz_warn("prefetch: chunk %u of blob %u failed; a reader will retry it", c->index, c->blob_index);
+	if (last && (c->blob_index != last->blob_index ||
+		     c->compressed_offset != last->compressed_offset + last->compressed_size ||
+		     p->npend == LZ_ARRAY_SIZE(p->pend) || p->span + c->compressed_size > SNAP_PREFETCH_MERGE_MAX))
+		flush(p);
+	p->pend[p->npend++] = *c;
+	p->span += c->compressed_size;
 	return 0;
 }
 
@@ -124,6 +155,7 @@ static void *prefetch_main(void *arg)
 	for (size_t i = 0; i < p->n && !atomic_load(&p->s->stop); i++)
 		if (img->ops->chunks(img, p->inos[i], fetch_chunk, p) == -ECANCELED)
 			break;
+	flush(p);
 	lz_info("prefetch done: %zu files, %llu bytes fetched", p->n,
 		(unsigned long long)(atomic_load(&p->s->prefetch_bytes) - fetched_before));
 	free(p->inos);

@@ -86,6 +86,7 @@ int snap_source_open(const char *refstr, const struct snap_source_opts *opts, st
 			goto err;
 	}
 	ro.validate = opts->validate;
+	ro.merge_max = opts->merge_max;
 	ro.backend = &registry_backend;
 	ro.backend_ctx = s;
 	snap_cache_rafs_opts(s, &ro);

@@ -29,5 +29,7 @@ int cmd_bench(int argc, char **argv);
 /* Runtime files of a mount (pid, log), named after the mountpoint. */
 int cli_runtime_path(const char *mountpoint, const char *suffix, char *buf, size_t size);
 int cli_log_level(const char *s);
+/* "123", "64K", "2M", "1G" -> bytes; -EINVAL otherwise */
+int cli_parse_size(const char *s, uint64_t *out);
 
 #endif

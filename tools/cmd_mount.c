@@ -34,6 +34,27 @@ int cli_runtime_path(const char *mountpoint, const char *suffix, char *buf, size
 	return 0;
 }
 
+int cli_parse_size(const char *s, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (end == s || errno || *s == '-')
+		return -EINVAL;
+	if (*end == 'K' || *end == 'k')
+		v <<= 10, end++;
+	else if (*end == 'M' || *end == 'm')
+		v <<= 20, end++;
+	else if (*end == 'G' || *end == 'g')
+		v <<= 30, end++;
+	if (*end)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
 int cli_log_level(const char *s)
 {
 	static const char *const names[] = { "error", "warn", "info", "debug" };
@@ -73,6 +94,8 @@ static void mount_usage(FILE *out)
 	      "                         path per line, the --prefetch-files format) to FILE and\n"
 	      "                         keep a copy per image digest in <cache-dir>/records/\n"
 	      "  --cache-max-size BYTES evict least recently used blobs above this (K/M/G)\n"
+	      "  --merge-max BYTES      largest request when fetching neighbouring missing chunks\n"
+	      "                         together (default 2M; 0: one request per chunk)\n"
 	      "  -b, --bootstrap FILE   the RAFS bootstrap (image.boot)\n"
 	      "  -B, --blob-dir DIR     directory of data blobs named by blob id\n"
 	      "                         (default: the bootstrap's directory)\n"
@@ -196,6 +219,7 @@ int cmd_mount(int argc, char **argv)
 		{ "no-prefetch", no_argument, NULL, 'n' },
 		{ "cache-max-size", required_argument, NULL, 'M' },
 		{ "record", required_argument, NULL, 'R' },
+		{ "merge-max", required_argument, NULL, 'g' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -254,23 +278,21 @@ int cmd_mount(int argc, char **argv)
 		case 'X': so.prefetch = SNAP_PREFETCH_ALL; pf_explicit = true; break;
 		case 'n': so.prefetch = SNAP_PREFETCH_NONE; pf_explicit = true; break;
 		case 'R': record_file = optarg; break;
-		case 'M': {
-			char *end;
-			unsigned long long v = strtoull(optarg, &end, 10);
-
-			if (*end == 'K' || *end == 'k')
-				v <<= 10, end++;
-			else if (*end == 'M' || *end == 'm')
-				v <<= 20, end++;
-			else if (*end == 'G' || *end == 'g')
-				v <<= 30, end++;
-			if (end == optarg || *end) {
+		case 'M':
+			if (cli_parse_size(optarg, &so.cache_max)) {
 				fprintf(stderr, "lazyimg mount: --cache-max-size '%s' is not a size\n", optarg);
 				return 2;
 			}
-			so.cache_max = v;
 			break;
-		}
+		case 'g':
+			if (cli_parse_size(optarg, &so.merge_max) || so.merge_max > (256ull << 20)) {
+				fprintf(stderr, "lazyimg mount: --merge-max '%s' is not a size up to 256M\n", optarg);
+				return 2;
+			}
+			/* 0 asks for one chunk per request: any bound below a chunk does that */
+			if (!so.merge_max)
+				so.merge_max = 1;
+			break;
 		case 'h': mount_usage(stdout); return 0;
 		default: mount_usage(stderr); return 2;
 		}

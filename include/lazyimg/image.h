@@ -81,6 +81,11 @@ struct img_backend_ops {
 struct img_cache_ops {
 	int (*begin)(void *ctx, unsigned blob_index, const struct img_chunk *c, void *buf);
 	void (*done)(void *ctx, unsigned blob_index, const struct img_chunk *c, const void *buf, int err);
+	/* Optional, never waits: 1 when the caller now owns the fetch of c (and
+	 * must call done()), 0 when it is not needed (ready, or another thread
+	 * fetches it), or a negative errno. Lets a reader fetch neighbours of a
+	 * chunk in the same request. */
+	int (*try_begin)(void *ctx, unsigned blob_index, const struct img_chunk *c);
 };
 
 struct img_statfs {

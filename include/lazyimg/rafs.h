@@ -14,6 +14,7 @@
 #define RAFS_MAX_CHUNK_SIZE	(16u << 20)
 #define RAFS_MIN_CHUNK_SIZE	4096u
 #define RAFS_MAX_CHUNKS_PER_BLOB (1u << 24)
+#define RAFS_MERGE_MAX_CHUNKS	64		/* chunks one merged request may cover */
 
 struct rafs;
 
@@ -28,6 +29,11 @@ struct rafs_opts {
 	const struct img_cache_ops *cache;
 	void *cache_ctx;
 	size_t chunk_cache_slots;  /* decoded-chunk cache slots; 0: default */
+	/* With a cache that has try_begin: a read that must fetch a chunk also
+	 * fetches the following chunks of the file that are stored right behind
+	 * it and missing, in one request of at most merge_max compressed bytes.
+	 * 0: default (2 MiB). */
+	uint64_t merge_max;
 };
 
 struct rafs_info {
@@ -81,9 +87,19 @@ size_t rafs_prefetch_list(const struct rafs *fs, uint64_t *inos, size_t max);
  * (uncompressed_size bytes). -EBADMSG on a digest mismatch. */
 int rafs_read_chunk(struct rafs *fs, const struct img_chunk *c, void *buf);
 
-/* Totals across all blobs since open: chunks decoded, bytes read from blobs. */
+/*
+ * Fill the cache with chunks cs[0..n) (for prefetch): chunks the cache
+ * already has or another thread is fetching are skipped; runs stored back to
+ * back in a blob are fetched with one request of at most max compressed
+ * bytes. Needs cache ops with try_begin (-EOPNOTSUPP otherwise). Returns 0
+ * or the first error (the cache saw every error).
+ */
+int rafs_fetch_chunks(struct rafs *fs, const struct img_chunk *cs, size_t n, uint64_t max);
+
+/* Totals across all blobs since open: chunks decoded, bytes read from blobs,
+ * chunks that rode along in another chunk's request. */
 struct rafs_stats {
-	uint64_t chunk_fills, chunk_cache_hits, backend_bytes, backend_reads, errors;
+	uint64_t chunk_fills, chunk_cache_hits, backend_bytes, backend_reads, errors, merged;
 };
 void rafs_get_stats(const struct rafs *fs, struct rafs_stats *st);
 

@@ -27,6 +27,9 @@ struct snap_source_opts {
 	/* eStargz only: serve just this layer ("sha256:..."), whiteouts shown in
 	 * overlayfs form, as a snapshotter needs. NULL: all layers merged. */
 	const char *layer;
+	/* compressed bytes one merged fetch may cover (RAFS: rafs_opts.merge_max);
+	 * 0: default; 1: one chunk per request */
+	uint64_t merge_max;
 };
 
 enum { SNAP_PREFETCH_TABLE = 0, SNAP_PREFETCH_NONE, SNAP_PREFETCH_LIST, SNAP_PREFETCH_ALL };

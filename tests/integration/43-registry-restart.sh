@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Crash and restart: the lazyimg server is killed with SIGKILL in the middle of
 # reading a large file (blobs/random-4m.bin of an image converted with 64 KiB
-# chunks: 64 incompressible chunks, fetched slowly through tests/tools/faultproxy.py
+# chunks: 64 incompressible chunks, fetched one per request (--merge-max 0) and slowly through tests/tools/faultproxy.py
 # with a delay per range request). The dead mount is detached with umount -l and
 # the image mounted again with the same --cache-dir. Then:
 #  - re-reading the part the reader had received before the kill costs no
@@ -42,7 +42,7 @@ ranges_after() {
 }
 
 echo "== cold reference read (fresh cache, O_DIRECT, one 64 KiB read per chunk in order)"
-reg_mount "$MNT" --insecure --no-prefetch --cache-dir "$W/cache-cold" "$REF" || reg_die "mount failed: $(cat "$MNT.err")"
+reg_mount "$MNT" --insecure --no-prefetch --merge-max 0 --cache-dir "$W/cache-cold" "$REF" || reg_die "mount failed: $(cat "$MNT.err")"
 mark=$(wc -l < "$PROXY_LOG")
 b0=$(reg_stat "$MNT" backend_bytes)
 timeout 60 dd if="$MNT/$F" of="$W/cold.out" bs=$CHUNK iflag=direct status=none || reg_die "cold read failed"
@@ -56,7 +56,7 @@ reg_umount "$MNT"
 
 echo "== read $F through a slow proxy (0.1 s per range), kill -9 the server half way"
 fp_set "$PROXY_CTL" "delay 0.1"
-reg_mount "$MNT" --insecure --no-prefetch --cache-dir "$W/cache" "$REF" || reg_die "mount failed: $(cat "$MNT.err")"
+reg_mount "$MNT" --insecure --no-prefetch --merge-max 0 --cache-dir "$W/cache" "$REF" || reg_die "mount failed: $(cat "$MNT.err")"
 PID=${REG_SERVER_PID[$MNT]}
 pg=$(pgrep -f "lazyimg mount .* $MNT\$" || true)
 [ "$pg" = "$PID" ] || echo "  note: pgrep found '$pg', /proc scan found $PID"
@@ -95,7 +95,7 @@ ls "$W/cache/blobs" | sed 's/^/  cache: /'
 
 echo "== mount again with the same cache (no delay)"
 fp_set "$PROXY_CTL" pass
-reg_mount "$MNT" --insecure --no-prefetch --cache-dir "$W/cache" "$REF" ||
+reg_mount "$MNT" --insecure --no-prefetch --merge-max 0 --cache-dir "$W/cache" "$REF" ||
 	reg_die "mount with the cache of the killed server failed: $(cat "$MNT.err"; tail -n 5 "$MNT.log")"
 reg_ok "mounted again with the same --cache-dir (server pid ${REG_SERVER_PID[$MNT]})"
 grep -i "discard\|corrupt\|invalid" "$MNT.log" | sed 's/^/  log: /' || true
@@ -144,7 +144,7 @@ echo "  stats: $(timeout 10 "$LAZYIMG" stats "$MNT")"
 reg_umount "$MNT"
 
 # 3. a third mount: everything is in the cache now
-reg_mount "$MNT" --insecure --no-prefetch --cache-dir "$W/cache" "$REF" || reg_die "third mount failed"
+reg_mount "$MNT" --insecure --no-prefetch --merge-max 0 --cache-dir "$W/cache" "$REF" || reg_die "third mount failed"
 timeout 60 cat "$MNT/$F" > "$W/third.out"
 cmp -s "$W/third.out" "$W/rootfs/$F" || reg_bad "$F differs on the third mount"
 bb=$(reg_stat "$MNT" backend_bytes)
