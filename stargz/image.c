@@ -388,6 +388,11 @@ int estargz_open(const struct estargz_layer *layers, size_t n, const struct esta
 	for (size_t i = 0; i < n; i++) {
 		const struct estargz_layer *L = &layers[i];
 
+		if (L->toc_len > ESTARGZ_MAX_TOC) {
+			lz_err("open: layer %zu: TOC of %zu bytes exceeds the %u MiB cap", i, L->toc_len,
+			       ESTARGZ_MAX_TOC >> 20);
+			return -EFBIG;
+		}
 		if (!blob_id_ok(L->blob_id) || !L->toc_json ||
 		    (L->kind != ESTARGZ_GZIP && L->kind != ESTARGZ_LEGACY && L->kind != ESTARGZ_ZSTD_CHUNKED) ||
 		    (L->toc_offset && L->toc_offset >= L->blob_size)) {
