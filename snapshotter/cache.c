@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #define LZ_MOD "source"
 #include "lazyimg/bcache.h"
+#include "lazyimg/estargz.h"
 #include "snap_int.h"
 
 #include <stdio.h>
@@ -132,33 +133,68 @@ void snap_cache_rafs_opts(struct snap_source *s, struct rafs_opts *ro)
 	ro->cache_ctx = s;
 }
 
-int snap_cache_attach(struct snap_source *s)
+const struct img_cache_ops *snap_cache_ops(void)
 {
-	struct rafs_info in;
+	return &cache_ops;
+}
 
-	rafs_get_info(s->fs, &in);
-	s->nblobs = in.nblobs;
-	s->blobs = lz_calloc(in.nblobs ? in.nblobs : 1, sizeof(*s->blobs));
-	s->blob_space = lz_calloc(in.nblobs ? in.nblobs : 1, sizeof(*s->blob_space));
-	s->blob_chunks = lz_calloc(in.nblobs ? in.nblobs : 1, sizeof(*s->blob_chunks));
-	if (!s->blobs || !s->blob_space || !s->blob_chunks)
-		return -ENOMEM;
-	for (uint32_t i = 0; i < in.nblobs; i++) {
+/* Cache geometry of blob i of either format: id, uncompressed space, chunks. */
+static void blob_geometry(struct snap_source *s, uint32_t i, char *id, size_t idlen, uint64_t *space,
+			  uint32_t *chunks)
+{
+	if (s->es) {
+		struct estargz_blob_info bi;
+
+		estargz_get_blob(s->es, i, &bi);
+		snprintf(id, idlen, "%s", bi.id);
+		*space = bi.space_size;
+		*chunks = bi.chunk_count;
+	} else {
 		struct rafs_blob_info bi;
-		int ret;
 
 		rafs_get_blob(s->fs, i, &bi);
-		if (!bi.chunk_count || !bi.uncompressed_size) {
-			lz_warn("blob %s: no chunk count or size in the bootstrap; it is read uncached", bi.id);
+		snprintf(id, idlen, "%s", bi.id);
+		*space = bi.uncompressed_size;
+		*chunks = bi.chunk_count;
+	}
+}
+
+int snap_cache_attach(struct snap_source *s)
+{
+	uint32_t nblobs;
+
+	if (s->es) {
+		nblobs = estargz_blob_count(s->es);
+	} else {
+		struct rafs_info in;
+
+		rafs_get_info(s->fs, &in);
+		nblobs = in.nblobs;
+	}
+	s->nblobs = nblobs;
+	s->blobs = lz_calloc(nblobs ? nblobs : 1, sizeof(*s->blobs));
+	s->blob_space = lz_calloc(nblobs ? nblobs : 1, sizeof(*s->blob_space));
+	s->blob_chunks = lz_calloc(nblobs ? nblobs : 1, sizeof(*s->blob_chunks));
+	if (!s->blobs || !s->blob_space || !s->blob_chunks)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < nblobs; i++) {
+		char id[RAFS_MAX_BLOB_ID + 1];
+		uint64_t space;
+		uint32_t chunks;
+		int ret;
+
+		blob_geometry(s, i, id, sizeof(id), &space, &chunks);
+		if (!chunks || !space) {
+			lz_warn("blob %s: no chunk count or size known; it is read uncached", id);
 			continue;
 		}
-		ret = bcache_blob_open(s->cache, bi.id, bi.uncompressed_size, bi.chunk_count, &s->blobs[i]);
+		ret = bcache_blob_open(s->cache, id, space, chunks, &s->blobs[i]);
 		if (ret) {
-			lz_err("blob %s: cannot open its cache files: %s", bi.id, lz_strerror(ret));
+			lz_err("blob %s: cannot open its cache files: %s", id, lz_strerror(ret));
 			return ret;
 		}
-		s->blob_space[i] = bi.uncompressed_size;
-		s->blob_chunks[i] = bi.chunk_count;
+		s->blob_space[i] = space;
+		s->blob_chunks[i] = chunks;
 	}
 	return 0;
 }

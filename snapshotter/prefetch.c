@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #define LZ_MOD "prefetch"
 #include "lazyimg/bcache.h"
+#include "lazyimg/estargz.h"
 #include "lazyimg/imgfs.h"
 #include "snap_int.h"
 
@@ -14,7 +15,8 @@
 
 struct pf {
 	struct snap_source *s;
-	uint8_t *buf;
+	uint8_t *buf;              /* eStargz: one decoded chunk */
+	size_t bufcap;
 	uint64_t *inos;
 	size_t n, cap;
 	struct img_chunk pend[RAFS_MERGE_MAX_CHUNKS]; /* stored back to back, not yet fetched */
@@ -79,7 +81,7 @@ static int dfill(void *arg, const struct img_dirent *de)
 
 static int collect_dir(struct pf *p, uint64_t dir, int depth)
 {
-	struct image *img = rafs_image(p->s->fs);
+	struct image *img = snap_source_image(p->s);
 	struct dctx d = { .p = p };
 	int ret;
 
@@ -107,12 +109,44 @@ static void yield_to_readers(struct snap_source *s)
 	}
 }
 
+/* eStargz: one chunk (gzip member) per request for now */
+static int esgz_fetch(struct pf *p)
+{
+	int ret = 0;
+
+	for (size_t i = 0; i < p->npend && !atomic_load(&p->s->stop); i++) {
+		const struct img_chunk *c = &p->pend[i];
+		int r;
+
+		if (c->uncompressed_size > p->bufcap) {
+			uint8_t *nb = lz_realloc(p->buf, c->uncompressed_size);
+
+			if (!nb)
+				return -ENOMEM;
+			p->buf = nb;
+			p->bufcap = c->uncompressed_size;
+		}
+		r = estargz_read_chunk(p->s->es, c, p->buf);
+		if (r && !ret)
+			ret = r;
+	}
+	return ret;
+}
+
 static void flush(struct pf *p)
 {
+	int ret;
+
 	if (!p->npend)
 		return;
 	yield_to_readers(p->s);
-	if (!atomic_load(&p->s->stop) && rafs_fetch_chunks(p->s->fs, p->pend, p->npend, SNAP_PREFETCH_MERGE_MAX))
+	if (atomic_load(&p->s->stop))
+		ret = 0;
+	else if (p->s->es)
+		ret = esgz_fetch(p);
+	else
+		ret = rafs_fetch_chunks(p->s->fs, p->pend, p->npend, SNAP_PREFETCH_MERGE_MAX);
+	if (ret)
 		lz_warn("prefetch: %zu chunk(s) from blob %u offset %llu failed; a reader will retry them",
 			p->npend, p->pend[0].blob_index, (unsigned long long)p->pend[0].compressed_offset);
 	p->npend = 0;
@@ -148,7 +182,7 @@ static int fetch_chunk(void *arg, const struct img_chunk *c)
 static void *prefetch_main(void *arg)
 {
 	struct pf *p = arg;
-	struct image *img = rafs_image(p->s->fs);
+	struct image *img = snap_source_image(p->s);
 	uint64_t fetched_before = atomic_load(&p->s->prefetch_bytes);
 
 	snap_cache_set_prefetch_thread(true);
@@ -166,8 +200,7 @@ static void *prefetch_main(void *arg)
 
 int snap_prefetch_start(struct snap_source *s)
 {
-	struct image *img = rafs_image(s->fs);
-	struct rafs_info in;
+	struct image *img = snap_source_image(s);
 	struct pf *p;
 	int ret = 0;
 
@@ -177,12 +210,6 @@ int snap_prefetch_start(struct snap_source *s)
 	if (!p)
 		return -ENOMEM;
 	p->s = s;
-	rafs_get_info(s->fs, &in);
-	p->buf = lz_malloc(in.chunk_size);
-	if (!p->buf) {
-		free(p);
-		return -ENOMEM;
-	}
 	if (s->o.prefetch == SNAP_PREFETCH_ALL) {
 		ret = imgfs_walk(img, collect_all, p);
 	} else if (s->o.prefetch_files) {
@@ -213,7 +240,8 @@ int snap_prefetch_start(struct snap_source *s)
 			fclose(f);
 	} else {
 		uint64_t list[4096];
-		size_t n = rafs_prefetch_list(s->fs, list, LZ_ARRAY_SIZE(list));
+		size_t n = s->es ? estargz_prefetch_list(s->es, list, LZ_ARRAY_SIZE(list)) :
+				   rafs_prefetch_list(s->fs, list, LZ_ARRAY_SIZE(list));
 
 		for (size_t i = 0; !ret && i < n; i++) {
 			struct img_attr a;

@@ -10,13 +10,15 @@
 
 struct bcache;
 struct bcache_blob;
+struct estargz;
 
 struct snap_source {
 	struct snap_source_opts o;
 	struct reg_ref ref;
 	struct reg_client *reg;
 	struct reg_manifest man;
-	struct rafs *fs;
+	struct rafs *fs;               /* a nydus image, or */
+	struct estargz *es;            /* an eStargz image */
 	struct bcache *cache;
 	struct bcache_blob **blobs;    /* per rafs blob index, opened at attach; NULL: uncached */
 	uint64_t *blob_space;          /* cache geometry per blob */
@@ -29,7 +31,13 @@ struct snap_source {
 	_Atomic bool stop;
 };
 
+/* eStargz images (esgz.c) */
+bool snap_manifest_is_nydus(const struct reg_manifest *m);
+int snap_esgz_open(struct snap_source *s, const struct img_backend_ops *backend,
+		   const struct img_cache_ops *cache);
+
 /* cache glue (cache.c) */
+const struct img_cache_ops *snap_cache_ops(void);
 int snap_cache_init(struct snap_source *s);
 void snap_cache_rafs_opts(struct snap_source *s, struct rafs_opts *ro);
 int snap_cache_attach(struct snap_source *s);

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #define LZ_MOD "source"
+#include "lazyimg/estargz.h"
 #include "lazyimg/rafs.h"
 #include "lazyimg/snap.h"
 #include "snap_int.h"
@@ -69,6 +70,17 @@ int snap_source_open(const char *refstr, const struct snap_source_opts *opts, st
 	ret = reg_resolve(s->reg, &s->man);
 	if (ret)
 		goto err;
+	if (!snap_manifest_is_nydus(&s->man)) {
+		ret = snap_esgz_open(s, &registry_backend, snap_cache_ops());
+		if (ret)
+			goto err;
+		goto opened;
+	}
+	if (opts->layer) {
+		lz_err("--layer selects a layer of an eStargz image; %s is a nydus image", refstr);
+		ret = -EINVAL;
+		goto err;
+	}
 	ret = reg_nydus_bootstrap_layer(&s->man, &boot);
 	if (ret)
 		goto err;
@@ -95,6 +107,7 @@ int snap_source_open(const char *refstr, const struct snap_source_opts *opts, st
 		lz_err("bootstrap of %s (layer %s) is not usable", refstr, boot->digest);
 		goto err;
 	}
+opened:
 	/* the caller may fork to serve: inherit no live connection */
 	ret = reg_client_drop_connections(s->reg);
 	if (ret)
@@ -119,7 +132,7 @@ int snap_source_start(struct snap_source *s)
 
 struct image *snap_source_image(struct snap_source *s)
 {
-	return rafs_image(s->fs);
+	return s->es ? estargz_image(s->es) : rafs_image(s->fs);
 }
 
 const char *snap_source_digest(const struct snap_source *s)
@@ -144,6 +157,7 @@ void snap_source_close(struct snap_source *s)
 		return;
 	snap_prefetch_stop(s);
 	rafs_close(s->fs);
+	estargz_close(s->es);
 	snap_cache_exit(s);
 	reg_client_free(s->reg);
 	reg_manifest_free(&s->man);

@@ -70,9 +70,10 @@ static void mount_usage(FILE *out)
 	fputs("usage: lazyimg mount [options] REF MOUNTPOINT\n"
 	      "       lazyimg mount --bootstrap FILE [--blob-dir DIR] [options] MOUNTPOINT\n"
 	      "\n"
-	      "Mount a Nydus RAFS v5/v6 image read-only over FUSE, either straight from a\n"
-	      "registry (REF = host[:port]/repo[:tag|@sha256:...], chunks fetched as they\n"
-	      "are read) or from local files. Returns once the mount is ready; the server\n"
+	      "Mount a Nydus RAFS v5/v6 or an eStargz image read-only over FUSE, either\n"
+	      "straight from a registry (REF = host[:port]/repo[:tag|@sha256:...], chunks\n"
+	      "fetched as they are read; eStargz layers merged as overlayfs would) or a\n"
+	      "RAFS image from local files. Returns once the mount is ready; the server\n"
 	      "keeps running in the background until 'lazyimg umount'. FILE may also be a\n"
 	      "data blob with its bootstrap inlined (RAFS ToC).\n"
 	      "\n"
@@ -94,6 +95,8 @@ static void mount_usage(FILE *out)
 	      "                         path per line, the --prefetch-files format) to FILE and\n"
 	      "                         keep a copy per image digest in <cache-dir>/records/\n"
 	      "  --cache-max-size BYTES evict least recently used blobs above this (K/M/G)\n"
+	      "  --layer DIGEST         eStargz: mount only this layer (sha256:...), whiteouts shown\n"
+	      "                         as overlayfs does (what a snapshotter's lowerdir needs)\n"
 	      "  --merge-max BYTES      largest request when fetching neighbouring missing chunks\n"
 	      "                         together (default 2M; 0: one request per chunk)\n"
 	      "  -b, --bootstrap FILE   the RAFS bootstrap (image.boot)\n"
@@ -220,6 +223,7 @@ int cmd_mount(int argc, char **argv)
 		{ "cache-max-size", required_argument, NULL, 'M' },
 		{ "record", required_argument, NULL, 'R' },
 		{ "merge-max", required_argument, NULL, 'g' },
+		{ "layer", required_argument, NULL, 'y' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -278,6 +282,7 @@ int cmd_mount(int argc, char **argv)
 		case 'X': so.prefetch = SNAP_PREFETCH_ALL; pf_explicit = true; break;
 		case 'n': so.prefetch = SNAP_PREFETCH_NONE; pf_explicit = true; break;
 		case 'R': record_file = optarg; break;
+		case 'y': so.layer = optarg; break;
 		case 'M':
 			if (cli_parse_size(optarg, &so.cache_max)) {
 				fprintf(stderr, "lazyimg mount: --cache-max-size '%s' is not a size\n", optarg);
