@@ -52,7 +52,7 @@ static int gzip_footer(const uint8_t *hex, uint32_t fsize, enum estargz_kind kin
 	uint64_t off;
 
 	if (parse_hex16(hex, &off)) {
-		lz_err("%s footer: TOC offset \"%.16s\" is not 16 hex digits", what, (const char *)hex);
+		lz_err("%s footer: TOC offset \"%.16s\" is not a 16-digit hex number below 2^63", what, (const char *)hex);
 		return -EFSCORRUPTED;
 	}
 	if (blob_size < fsize || off == 0 || off >= blob_size - fsize) {

@@ -968,7 +968,7 @@ static int parse_digest(struct ps *p, const char *s, size_t len, uint8_t out[32]
 		return 1;
 	}
 	if (len != 7 + 64 || memcmp(s, "sha256:", 7) || lz_unhex(s + 7, 64, out, 32))
-		return pfail(p, "field \"%s\" is not a sha256 digest (\"%.80s\")", p->key, s);
+		return pfail(p, "field \"%s\" is not a sha256 digest (\"%.*s\")", p->key, (int)LZ_MIN(len, (size_t)80), s);
 	*has = true;
 	return 1;
 }
@@ -1113,14 +1113,14 @@ static int cb_string(void *ctx, const unsigned char *us, size_t len)
 			if (len == strlen(type_names[i]) && !memcmp(s, type_names[i], len))
 				r->type = i;
 		if (r->type == T_NONE)
-			return pfail(p, "unknown type \"%.40s\"", s);
+			return pfail(p, "unknown type \"%.*s\"", (int)LZ_MIN(len, (size_t)40), s);
 		break;
 	case F_MODTIME:
 		if (len == 0) {
 			r->mtime = 0;
 			r->nsec = 0;
 		} else if (parse_time(s, len, &r->mtime, &r->nsec)) {
-			return pfail(p, "modtime \"%.60s\" is not an RFC 3339 time", s);
+			return pfail(p, "modtime \"%.*s\" is not an RFC 3339 time", (int)LZ_MIN(len, (size_t)60), s);
 		}
 		break;
 	case F_DIGEST:
@@ -1367,7 +1367,10 @@ static int parse_layer(struct bld *b, const struct estargz_layer *L)
 	if (st != yajl_status_ok || b->err_code) {
 		if (!b->err_code) {
 			unsigned char *e = yajl_get_error(h, 0, (const unsigned char *)L->toc_json, L->toc_len);
+			size_t el = e ? strlen((char *)e) : 0;
 
+			while (el && (e[el - 1] == '\n' || e[el - 1] == ' '))
+				e[--el] = 0;
 			snprintf(b->err, sizeof(b->err), "layer %.12s: TOC is not valid JSON: %s (near byte %zu)",
 				 b->lid, e ? (const char *)e : "parse error", yajl_get_bytes_consumed(h));
 			if (e)
