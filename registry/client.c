@@ -24,6 +24,8 @@ struct reg_client {
 	struct reg_opts o;
 	char base[REG_MAX_HOST + 16];         /* scheme://host of the registry */
 	char *mirrors[REG_MAX_MIRRORS];
+	/* CLOCK_MONOTONIC ms until which a mirror that failed is skipped */
+	_Atomic int64_t mirror_down_until[REG_MAX_MIRRORS];
 	char *ca_file;
 	CURLSH *share;
 	pthread_mutex_t share_lock[CURL_LOCK_DATA_LAST];
@@ -832,6 +834,16 @@ static void backoff(struct reg_client *c, int attempt)
  * retries with backoff. `path` is relative to the registry ("/v2/..."), or an
  * absolute URL. Mirrors are tried first for idempotent reads.
  */
+#define REG_MIRROR_HOLDOFF_MS 30000
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static int request(struct reg_client *c, struct req *r, const char *path, struct xfer *x, long *status)
 {
 	char url[8192], errbuf[CURL_ERROR_SIZE];
@@ -841,8 +853,12 @@ static int request(struct reg_client *c, struct req *r, const char *path, struct
 
 	for (int bi = 0; bi < nbase; bi++) {
 		bool mirror = !absolute && bi < nbase - 1;
+		/* a mirror gets one retry: the registry behind it is the real fallback */
+		int retries = mirror ? LZ_MIN(c->o.retries, 1) : c->o.retries;
 
-		for (int attempt = 0; attempt <= c->o.retries; attempt++) {
+		if (mirror && mono_ms() < atomic_load(&c->mirror_down_until[bi]))
+			continue;
+		for (int attempt = 0; attempt <= retries; attempt++) {
 			bool reauthed = false;
 			int hops = 0;
 
@@ -909,7 +925,7 @@ again:
 				break;
 			}
 			if (ret || retryable(*status)) {
-				if (attempt < c->o.retries) {
+				if (attempt < retries) {
 					long ra = atol(x->retry_after);
 
 					lz_warn("%s %s: %s; retrying", r->method, path,
@@ -932,8 +948,14 @@ again:
 				atomic_fetch_add(&c->st_errors, 1);
 				if (!ret)
 					snprintf(errbuf, sizeof(errbuf), "HTTP %ld", *status);
-				lz_err("%s %s%s: %s after %d attempts", r->method, mirror ? "(mirror) " : "", path,
-				       errbuf, attempt + 1);
+				if (mirror) {
+					/* without this every read would pay the dead mirror's timeouts again */
+					atomic_store(&c->mirror_down_until[bi], mono_ms() + REG_MIRROR_HOLDOFF_MS);
+					lz_warn("mirror %s: %s after %d attempts; skipping it for %d s",
+						c->o.mirrors[bi], errbuf, attempt + 1, REG_MIRROR_HOLDOFF_MS / 1000);
+				} else {
+					lz_err("%s %s: %s after %d attempts", r->method, path, errbuf, attempt + 1);
+				}
 				if (!ret)
 					ret = -EIO;
 				break;
