@@ -428,6 +428,56 @@ static int mnt_new(const char *id, const struct snap_label *labels, size_t n, st
 	return 0;
 }
 
+/* fds listed by the holder (copies owned here until taken) */
+struct held_fd {
+	char id[SNAP_FS_ID_MAX + 1];
+	int fd;
+};
+
+struct held_set {
+	struct held_fd *v;
+	size_t n, cap;
+};
+
+static void held_add(void *arg, const char *id, int fd)
+{
+	struct held_set *hs = arg;
+
+	if (hs->n == hs->cap) {
+		size_t nc = hs->cap ? hs->cap * 2 : 16;
+		struct held_fd *nv = nc <= 65536 ? lz_realloc(hs->v, nc * sizeof(*nv)) : NULL;
+
+		if (!nv) {
+			close(fd);
+			return;
+		}
+		hs->v = nv;
+		hs->cap = nc;
+	}
+	snprintf(hs->v[hs->n].id, sizeof(hs->v[hs->n].id), "%s", id);
+	hs->v[hs->n++].fd = fd;
+}
+
+static void held_free(struct held_set *hs)
+{
+	for (size_t i = 0; i < hs->n; i++)
+		if (hs->v[i].fd >= 0)
+			close(hs->v[i].fd);
+	free(hs->v);
+}
+
+static int take_held(struct held_set *hs, const char *id)
+{
+	for (size_t i = 0; i < hs->n; i++)
+		if (hs->v[i].fd >= 0 && !strcmp(hs->v[i].id, id)) {
+			int fd = hs->v[i].fd;
+
+			hs->v[i].fd = -1;
+			return fd;
+		}
+	return -1;
+}
+
 /* Take the id's busy flag; the entry is created (MOUNTING) when absent if create. */
 static int claim(struct snap_fs *fs, const char *id, bool nowait, struct snap_mnt **out)
 {
@@ -480,10 +530,32 @@ int snapfs_mount(struct snap_fs *fs, const char *id, const struct snap_label *la
 		return 0;
 	}
 	if (m) {
-		/* a failed (restored) mount: retry it with the new labels */
-		unlink_mnt(fs, m);
-		pthread_cond_broadcast(&fs->cond);
-		mnt_free(m);
+		/*
+		 * A restore that failed (registry unreachable at start, say): retry
+		 * it as persisted, pinned manifest and all, and adopt the kernel
+		 * mount the holder still keeps, so that its open files live on.
+		 */
+		int fd = -1;
+
+		m->state = SNAP_MNT_MOUNTING;
+		m->error = 0;
+		m->adopted = false;
+		pthread_mutex_unlock(&fs->lock);
+		mnt_free(fresh);
+		if (fs->holder && m->init_len) {
+			struct held_set hs = { 0 };
+
+			if (snapfs_holder_list(fs->holder, held_add, &hs) == 0)
+				fd = take_held(&hs, m->id);
+			held_free(&hs);
+		}
+		ret = do_mount(fs, m, fd);
+		pthread_mutex_lock(&fs->lock);
+		m->state = ret ? SNAP_MNT_FAILED : SNAP_MNT_READY;
+		m->error = ret;
+		release(fs, m);
+		pthread_mutex_unlock(&fs->lock);
+		return ret;
 	}
 	m = fresh;
 	m->busy = true;
@@ -793,47 +865,6 @@ int snap_fs_stats(struct snap_fs *fs, const char *id, struct snap_fs_stats *st)
 }
 
 /* ---- open / restore / close ------------------------------------------------ */
-
-struct held_fd {
-	char id[SNAP_FS_ID_MAX + 1];
-	int fd;
-};
-
-struct held_set {
-	struct held_fd *v;
-	size_t n, cap;
-};
-
-static void held_add(void *arg, const char *id, int fd)
-{
-	struct held_set *hs = arg;
-
-	if (hs->n == hs->cap) {
-		size_t nc = hs->cap ? hs->cap * 2 : 16;
-		struct held_fd *nv = nc <= 65536 ? lz_realloc(hs->v, nc * sizeof(*nv)) : NULL;
-
-		if (!nv) {
-			close(fd);
-			return;
-		}
-		hs->v = nv;
-		hs->cap = nc;
-	}
-	snprintf(hs->v[hs->n].id, sizeof(hs->v[hs->n].id), "%s", id);
-	hs->v[hs->n++].fd = fd;
-}
-
-static int take_held(struct held_set *hs, const char *id)
-{
-	for (size_t i = 0; i < hs->n; i++)
-		if (hs->v[i].fd >= 0 && !strcmp(hs->v[i].id, id)) {
-			int fd = hs->v[i].fd;
-
-			hs->v[i].fd = -1;
-			return fd;
-		}
-	return -1;
-}
 
 static int restore_one(void *arg, struct snap_mnt *m)
 {
