@@ -6,6 +6,7 @@
 #include "cli.h"
 
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -53,6 +54,33 @@ static int parse_size(const char *s, uint32_t *out)
 		return -1;
 	*out = (uint32_t)v;
 	return 0;
+}
+
+/* OUTDIR (which may not exist yet) is SRC or below it, symlinks resolved */
+static bool out_inside_src(const char *src, const char *out)
+{
+	char rs[PATH_MAX], ro[PATH_MAX], parent[PATH_MAX];
+	const char *base;
+	size_t n;
+
+	if (!realpath(src, rs))
+		return false;
+	if (!realpath(out, ro)) {
+		snprintf(parent, sizeof(parent), "%s", out);
+		base = strrchr(parent, '/');
+		if (base) {
+			parent[base == parent ? 1 : base - parent] = 0;
+			base = strrchr(out, '/') + 1;
+		} else {
+			snprintf(parent, sizeof(parent), ".");
+			base = out;
+		}
+		if (!realpath(parent, ro) || strlen(ro) + 1 + strlen(base) >= sizeof(ro))
+			return false;
+		strcat(strcmp(ro, "/") ? strcat(ro, "/") : ro, base);
+	}
+	n = strlen(rs);
+	return !strcmp(rs, "/") || (!strncmp(ro, rs, n) && (ro[n] == 0 || ro[n] == '/'));
 }
 
 int cmd_convert(int argc, char **argv)
@@ -173,6 +201,11 @@ int cmd_convert(int argc, char **argv)
 		if (!quiet)
 			printf("converted %s -> %s\n", argv[optind], argv[optind + 1]);
 		return 0;
+	}
+	if (S_ISDIR(st.st_mode) && out_inside_src(argv[optind], argv[optind + 1])) {
+		fprintf(stderr, "lazyimg convert: OUTDIR %s is inside SRC %s: the image would contain itself\n",
+			argv[optind + 1], argv[optind]);
+		return 2;
 	}
 	ret = rafs_build(argv[optind], argv[optind + 1], &o, &r);
 	if (ret) {

@@ -114,4 +114,11 @@ else
 fi
 must_fail "lazyimg check with an empty blob dir names the blob" "$BLOB" "$LAZYIMG" check -B "$W/empty" "$V5"
 umount_img "$MNT"
+
+# --- convert refuses an OUTDIR inside its own SRC (the image would swallow its own blob) ---
+mkdir -p "$W/csrc/d" && echo x > "$W/csrc/d/f"
+must_fail "convert SRC SRC/out is refused" "is inside SRC" "$LAZYIMG" convert -q "$W/csrc" "$W/csrc/out"
+must_fail "convert SRC SRC is refused" "is inside SRC" "$LAZYIMG" convert -q "$W/csrc/d" "$W/csrc/d"
+[ ! -e "$W/csrc/out" ] && ok "nothing was written inside SRC" || bad "convert wrote $W/csrc/out"
+check "convert SRC to a sibling OUTDIR works" "$LAZYIMG" convert -q "$W/csrc" "$W/cout"
 finish
