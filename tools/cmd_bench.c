@@ -786,7 +786,7 @@ static void print_table(const struct bench *b, FILE *out)
 static void json_val(FILE *f, double v)
 {
 	if (isfinite(v))
-		fprintf(f, "%.6g", v);
+		fprintf(f, "%.15g", v);
 	else
 		fputs("null", f);
 }
@@ -881,7 +881,7 @@ static int write_csv(const struct bench *b, const char *path)
 				metric_info[k].unit);
 			for (int j = 0; j < 4; j++) {
 				if (isfinite(s[j]))
-					fprintf(f, ",%.6g", s[j]);
+					fprintf(f, ",%.15g", s[j]);
 				else
 					fputs(",", f);
 			}
