@@ -289,7 +289,7 @@ static int blob_hex(const char *root, char *hex, size_t n)
 		snprintf(path, sizeof(path), "%.4000s/%.255s", dir, de->d_name);
 		if (strlen(de->d_name) == 64 && stat(path, &st) == 0 && (long long)st.st_blocks > best) {
 			best = (long long)st.st_blocks;
-			snprintf(hex, n, "%s", de->d_name);
+			snprintf(hex, n, "%.64s", de->d_name);
 		}
 	}
 	closedir(d);
