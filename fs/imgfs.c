@@ -30,7 +30,7 @@ struct imgfs {
 	bool handover;
 	_Atomic uint64_t inflight;
 	_Atomic uint64_t slot_t0[IMGFS_TRACK_SLOTS];  /* start (us) of a timed read, 0 = free */
-	uint8_t init_req[IMGFS_INIT_MAX];
+	_Alignas(8) uint8_t init_req[IMGFS_INIT_MAX]; /* libfuse reads it as a request */
 	size_t init_len;
 };
 
@@ -623,10 +623,12 @@ static int replay_init(struct imgfs *fs, const void *req, size_t len)
 {
 	struct fuse_buf fbuf = { 0 };
 	struct fuse_out_header oh = { .len = sizeof(oh), .error = IMGFS_NOTIFY_RESEND, .unique = 0 };
-	const struct fuse_in_header *in = req;
+	struct fuse_in_header in;
 
-	if (!req || len < sizeof(*in) || len > sizeof(fs->init_req) || in->opcode != IMGFS_OP_INIT ||
-	    in->len != len) {
+	if (req && len >= sizeof(in))
+		memcpy(&in, req, sizeof(in)); /* the caller's copy need not be aligned */
+	if (!req || len < sizeof(in) || len > sizeof(fs->init_req) || in.opcode != IMGFS_OP_INIT ||
+	    in.len != len) {
 		lz_err("cannot adopt a FUSE session without its recorded INIT request");
 		return -EINVAL;
 	}
