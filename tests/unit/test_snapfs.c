@@ -82,7 +82,12 @@ static int setup_registry(void)
 
 static void stop_registry(void)
 {
-	sh("bash '%s/../shared/peers/registry-up.sh' --stop --dir %s/reg >/dev/null 2>&1", top, work);
+	const char *peers = getenv("LAZYIMG_PEERS");
+
+	if (peers)
+		sh("bash '%s/registry-up.sh' --stop --dir %s/reg >/dev/null 2>&1", peers, work);
+	else
+		sh("bash '%s/../shared/peers/registry-up.sh' --stop --dir %s/reg >/dev/null 2>&1", top, work);
 }
 
 /* number of /proc/mounts entries at mnt */
