@@ -59,6 +59,8 @@ for kind in "${kinds[@]}"; do
 			[ -d tests/bad/${n%%_*} ] && args+=(tests/bad/${n%%_*})
 			# real images seed the replay in place: fixtures are never copied into the repo
 			[ "$n" = rafs ] && args+=("$LAZYIMG_FIXTURES/rafs")
+			# eStargz: both targets share tests/bad/stargz and read the fixtures in place
+			case $n in estargz_*) args+=(tests/bad/stargz "$LAZYIMG_FIXTURES/estargz") ;; esac
 			run_one "fuzz/$n" "$t" "${args[@]}"
 		done ;;
 	integration)

@@ -3,6 +3,7 @@
 """Write the malformed eStargz inputs of tests/bad/stargz (see CATALOGUE there).
 
 usage: gen.py [DIR]   (default: the directory of this script)
+       gen.py --corpus TOC_DIR FOOTER_DIR   (fuzz seeds: whole valid blobs and TOCs)
 
 Every file is small and made from scratch here (nothing is copied from the
 fixtures). The files are committed too, so the fuzz targets replay them; rerun
@@ -231,5 +232,91 @@ def main():
     put("blob-truncated", bytes(b[:len(b) // 2]) + bytes(b[-51:]))
 
 
+def zstd_c(data):
+    import subprocess
+    return subprocess.run(["zstd", "-q", "-c", "-3"], input=data, stdout=subprocess.PIPE, check=True).stdout
+
+
+def full_blob(kind="gzip", chunk=1024):
+    """A blob with every entry type, a chunked file, shared-member files and landmarks."""
+    member = gz if kind != "zstd" else zstd_c
+    out = bytearray(member(b"\x00" * 512))
+    ents = [{"name": "./", "type": "dir", "mode": 16877 if kind == "legacy" else 493, "uid": 3}]
+
+    def data_file(name, data, csize=chunk, **kw):
+        for off in range(0, len(data), csize):
+            part = data[off:off + csize]
+            e = {"name": name, "type": "reg" if off == 0 else "chunk", "offset": len(out)}
+            if off == 0:
+                e.update({"size": len(data), "mode": 420, "digest": sha(data)})
+                e.update(kw)
+            else:
+                e["chunkOffset"] = off
+            if len(part) == csize and not (off == 0 and len(part) == len(data)):
+                e["chunkSize"] = csize
+            if kind != "legacy":
+                e["chunkDigest"] = sha(part)
+            ents.append(e)
+            out.extend(member(part + b"\x00" * 512))
+
+    data_file("bin/first", b"prefetched\n" * 10)
+    if kind != "legacy":
+        data_file(".prefetch.landmark", b"\x0f")
+    ents.append({"name": "etc/", "type": "dir", "mode": 493, "modtime": "2024-01-02T03:04:05Z"})
+    data_file("etc/big", bytes((i * 7) & 0xFF for i in range(5000)), modtime="2020-02-29T23:59:60.5+01:00",
+              xattrs={"user.a": "aGVsbG8=", "trusted.b": ""})
+    data_file("etc/exact", b"x" * 2048)
+    ents.append({"name": "etc/empty", "type": "reg", "mode": 384, "digest": sha(b"")})
+    ents.append({"name": "etc/link", "type": "symlink", "linkName": "big", "mode": 511})
+    ents.append({"name": "etc/hard", "type": "hardlink", "linkName": "etc/big"})
+    ents.append({"name": "etc/hard2", "type": "hardlink", "linkName": "./etc/hard"})
+    ents.append({"name": "dev/null", "type": "char", "devMajor": 1, "devMinor": 3, "mode": 438})
+    ents.append({"name": "dev/sda", "type": "block", "devMajor": 8, "devMinor": 0, "mode": 432})
+    ents.append({"name": "run/fifo", "type": "fifo", "mode": 420})
+    ents.append({"name": "var/.wh.gone", "type": "reg", "mode": 0})
+    ents.append({"name": "opq/.wh..wh..opq", "type": "reg", "mode": 0})
+    # two small files in one member (innerOffset)
+    a, b = b"shared-a\n", b"shared-b!\n"
+    off = len(out)
+    out.extend(member(a + b + b"\x00" * 512))
+    ents.append({"name": "opq/a", "type": "reg", "size": len(a), "offset": off, "mode": 420,
+                 "digest": sha(a), "chunkDigest": sha(a)})
+    ents.append({"name": "opq/b", "type": "reg", "size": len(b), "offset": off, "innerOffset": len(a),
+                 "mode": 420, "digest": sha(b), "chunkDigest": sha(b)})
+    if kind == "legacy":
+        for e in ents:
+            e["NumLink"] = 0
+    js = json.dumps({"version": 1, "entries": ents}, indent="\t").encode()
+    if kind == "zstd":
+        c = zstd_c(js)
+        out += b"\x50\x2a\x4d\x18" + struct.pack("<I", len(c))
+        toc_off = len(out)
+        out += c + zstd_footer(toc_off, len(c), len(js))
+    else:
+        toc_off = len(out)
+        out += gz(toc_tar(js))
+        out += legacy_footer(toc_off) if kind == "legacy" else estargz_footer(toc_off)
+    return bytes(out), js
+
+
+def corpus(toc_dir, footer_dir):
+    global OUT
+    for kind in ("gzip", "legacy", "zstd"):
+        b, js = full_blob(kind)
+        OUT = footer_dir
+        put("blob-%s" % kind, b)
+        OUT = toc_dir
+        put("toc-%s.json" % kind, js)
+        if kind == "gzip":
+            put("member-gzip", gz(toc_tar(js)))
+    OUT = footer_dir
+    b, _ = full_blob("gzip", chunk=4096)
+    put("blob-gzip-unchunked", b)
+
+
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) == 4 and sys.argv[1] == "--corpus":
+        # gen.py --corpus TOC_DIR FOOTER_DIR: seeds for tests/fuzz/corpus/estargz_{toc,footer}
+        corpus(sys.argv[2], sys.argv[3])
+    else:
+        main()
