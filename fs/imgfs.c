@@ -9,6 +9,8 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <fcntl.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <sys/statvfs.h>
@@ -643,6 +645,35 @@ static int replay_init(struct imgfs *fs, const void *req, size_t len)
 	return 0;
 }
 
+/*
+ * The kernel mount of a handover session, done here rather than by libfuse
+ * (same options as libfuse passes as root): the fd is then ours to hand
+ * around and libfuse serves it as "/dev/fd/N". Needs CAP_SYS_ADMIN.
+ */
+static int handover_mount(const struct imgfs_opts *o, const char *subtype, int *out)
+{
+	char data[256], type[96];
+	int fd = open("/dev/fuse", O_RDWR | O_CLOEXEC), ret;
+
+	if (fd < 0) {
+		ret = -errno;
+		lz_err("cannot open /dev/fuse: %s", strerror(errno));
+		return ret;
+	}
+	snprintf(data, sizeof(data), "fd=%d,rootmode=40000,user_id=%u,group_id=%u,default_permissions%s", fd,
+		 (unsigned)getuid(), (unsigned)getgid(), o->allow_other ? ",allow_other" : "");
+	snprintf(type, sizeof(type), "fuse.%s", subtype);
+	if (mount(o->fsname ? o->fsname : "lazyimg", o->mountpoint, type, MS_RDONLY | MS_NOSUID | MS_NODEV,
+		  data) < 0) {
+		ret = -errno;
+		lz_err("cannot mount on %s: %s", o->mountpoint, strerror(errno));
+		close(fd);
+		return ret;
+	}
+	*out = fd;
+	return 0;
+}
+
 int imgfs_mount(struct image *img, const struct imgfs_opts *o, struct imgfs **out)
 {
 	char opts[512], sub[64];
@@ -697,7 +728,23 @@ int imgfs_mount(struct image *img, const struct imgfs_opts *o, struct imgfs **ou
 		*out = fs;
 		return 0;
 	}
-	if (fuse_session_mount(fs->se, o->mountpoint) != 0) {
+	if (fs->handover) {
+		/* mounted here, served through /dev/fd/N: the session keeps no
+		 * mountpoint of its own to unmount (or leak) when it is destroyed */
+		char devfd[32];
+		int fd = -1;
+
+		ret = handover_mount(o, sub, &fd);
+		if (ret)
+			goto err;
+		snprintf(devfd, sizeof(devfd), "/dev/fd/%d", fd);
+		if (fuse_session_mount(fs->se, devfd) != 0) {
+			close(fd);
+			umount2(o->mountpoint, MNT_DETACH);
+			ret = -EIO;
+			goto err;
+		}
+	} else if (fuse_session_mount(fs->se, o->mountpoint) != 0) {
 		lz_err("cannot mount on %s", o->mountpoint);
 		ret = -EIO;
 		goto err;
@@ -715,7 +762,7 @@ err:
 		close(adopt);
 	if (fs->handover && fs->mounted) {
 		/* imgfs_destroy leaves handover mounts alone: this one never served */
-		fuse_session_unmount(fs->se);
+		umount2(o->mountpoint, MNT_DETACH);
 	}
 	imgfs_destroy(fs);
 	return ret;
