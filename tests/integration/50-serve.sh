@@ -85,6 +85,11 @@ expect_err() {
 
 sha() { sha256sum "$1" | cut -c1-64; }
 serve_up() { curl -s --max-time 5 --unix-socket "$SOCK" http://x/api/v1/mounts > /dev/null; }
+# metrics_has REGEX: a line of /metrics matches (fetched whole first: no SIGPIPE under pipefail)
+metrics_has() {
+	curl -s --max-time 5 --unix-socket "$SOCK" http://x/metrics > "$W/metrics.now" || return 1
+	grep -q "$1" "$W/metrics.now"
+}
 
 mkdir -p "$W/reg" "$R"
 start_registry "$W/reg"
@@ -106,8 +111,8 @@ reg_check "mount --server prints the mountpoint $m1" '[ "$m1" = "$R/mnt/m1" ]'
 m1b=$("$LAZYIMG" mount --server "$SOCK" "$REF" m1) || true
 reg_check "mounting m1 again is a no-op (idempotent, one kernel mount)" \
 	'[ "$m1b" = "$m1" ] && [ "$(awk -v m="$m1" "\$2 == m" /proc/mounts | wc -l)" = 1 ]'
-reg_check "list shows m1 and m2 ready" \
-	'"$LAZYIMG" list --server "$SOCK" | awk "\$2 == \"ready\"" | cut -d" " -f1 | sort | tr "\n" " " | grep -qx "m1 m2 "'
+"$LAZYIMG" list --server "$SOCK" > "$W/list"
+reg_check "list shows m1 and m2 ready" '[ "$(awk "\$2 == \"ready\" { print \$1 }" "$W/list" | sort | tr "\n" " ")" = "m1 m2 " ]'
 reg_check "m1 and m2 serve the source bytes (hello.txt, random-1m.bin)" \
 	'cmp "$R/mnt/m1/etc/hello.txt" "$W/rootfs/etc/hello.txt" && cmp "$R/mnt/m2/blobs/random-1m.bin" "$W/rootfs/blobs/random-1m.bin"'
 st=$("$LAZYIMG" stats --server "$SOCK" m2)
@@ -163,7 +168,7 @@ expect_err "second mount of c1 while its first mount runs" 409 POST /api/v1/moun
 expect_err "umount of c1 while its mount runs" 409 DELETE /api/v1/mounts/c1
 got=$(api GET /api/v1/mounts/c1)
 reg_check "c1 is listed as mounting meanwhile" '[ "$(jq -r .state <<< "${got#* }")" = mounting ]'
-reg_check "other requests are served meanwhile (list, metrics)" 'serve_up && curl -s --unix-socket "$SOCK" http://x/metrics | grep -q lazyimg_mounts'
+reg_check "other requests are served meanwhile (list, metrics)" 'serve_up && metrics_has "^lazyimg_mounts 3"'
 wait "${RPIDS[-1]}" || true
 reg_check "the first mount of c1 finished: $(head -c 100 "$W/c1.first")" '[ "$(cut -d" " -f1 "$W/c1.first")" = 200 ]'
 fp_set "$PROXY_CTL" pass
@@ -199,11 +204,11 @@ for _ in $(seq 200); do [ -e "$W/r1.ready" ] && [ -e "$W/r2.ready" ] && break; s
 fp_set "$PROXY_CTL" "delay 3"
 touch "$W/r2.go"
 for _ in $(seq 60); do
-	curl -s --unix-socket "$SOCK" http://x/metrics | grep -q '^lazyimg_inflight_requests{id="c1"} [1-9]' && break
+	metrics_has '^lazyimg_inflight_requests{id="c1"} [1-9]' && break
 	sleep 0.05
 done
 reg_check "reader 2's read is in flight in the server" \
-	'curl -s --unix-socket "$SOCK" http://x/metrics | grep -q "^lazyimg_inflight_requests{id=\"c1\"} [1-9]"'
+	'metrics_has "^lazyimg_inflight_requests{id=\"c1\"} [1-9]"'
 OLD=$SERVE_PID
 kill -9 "$OLD"
 wait "$OLD" 2>/dev/null || true
