@@ -15,6 +15,7 @@
 
 /* how far past the wanted bytes a member's ISIZE may point before we stop trusting it as a size hint */
 #define ES_MEMBER_SLACK (8u << 20)
+#define ES_MEMBER_TAIL (64u << 10)
 
 static atomic_bool use_zlib;
 
@@ -149,7 +150,8 @@ static int inflate_zlib(const uint8_t *in, size_t len, uint8_t *out, size_t need
  */
 static int inflate_gzip(struct tl_bufs *t, const uint8_t *in, size_t len, size_t need, uint8_t **data)
 {
-	size_t cap = need, in_used = 0, out_len = 0;
+	/* without a usable hint: room for the tar headers that usually follow the data */
+	size_t cap = need + ES_MEMBER_TAIL, in_used = 0, out_len = 0;
 	enum libdeflate_result r;
 	int ret;
 
