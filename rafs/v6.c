@@ -247,6 +247,8 @@ bad:
 	return -EFSCORRUPTED;
 }
 
+static const uint32_t v6_ftype[8] = { 0, S_IFREG, S_IFDIR, S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK, S_IFLNK };
+
 static int name_cmp(const char *a, size_t alen, const char *b, size_t blen)
 {
 	int c = memcmp(a, b, LZ_MIN(alen, blen));
@@ -318,6 +320,13 @@ static int v6_lookup(struct image *img, uint64_t dir, const char *name, size_t l
 				ret = v6_load(fs, nid, &c);
 				if (ret)
 					return ret;
+				/* the type readdir reported must be the type lookup finds */
+				if ((ft & 7) != ft || (ft && v6_ftype[ft] != (c.mode & S_IFMT))) {
+					lz_err("v6: nid %llu: entry '%.*s' says file type %u but inode %llu has mode 0%o",
+					       (unsigned long long)d.nid, (int)nl, n, ft,
+					       (unsigned long long)nid, c.mode);
+					return -EFSCORRUPTED;
+				}
 				v6_attr(fs, &c, a);
 				return 0;
 			}
@@ -331,7 +340,6 @@ static int v6_lookup(struct image *img, uint64_t dir, const char *name, size_t l
 	return -ENOENT;
 }
 
-static const uint32_t v6_ftype[8] = { 0, S_IFREG, S_IFDIR, S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK, S_IFLNK };
 
 /* readdir offsets: block * 512 + entry; a 4 KiB block holds at most 341 entries */
 #define V6_DIR_SHIFT 9
