@@ -32,7 +32,7 @@
 
 enum {
 	M_READY, M_TTFB, M_WORK, M_TOTAL, M_BYTES, M_READY_BYTES, M_WORK_BYTES, M_REQS, M_PREFETCH,
-	M_CPU, M_RSS, M_HIT, M_IOPS, M_READ_BYTES, M_ERRORS, M_NMETRICS
+	M_CPU, M_RSS, M_HIT, M_IOPS, M_READ_BYTES, M_ERRORS, M_LOG_BYTES, M_LOG_REQS, M_NMETRICS
 };
 
 static const struct {
@@ -54,6 +54,8 @@ static const struct {
 	[M_IOPS] = { "iops", "" },
 	[M_READ_BYTES] = { "workload_read_bytes", "B" },
 	[M_ERRORS] = { "workload_errors", "" },
+	[M_LOG_BYTES] = { "registry_log_bytes", "B" },
+	[M_LOG_REQS] = { "registry_log_requests", "" },
 };
 
 enum { K_LAZY, K_WARM, K_FULL, K_STARGZ };
@@ -66,6 +68,7 @@ struct mode {
 	double *v[M_NMETRICS];
 	int n;
 	char prefetch_source[24];
+	char format[16];      /* nydus, estargz, oci (from the manifest) */
 	uint64_t image_bytes; /* sum of the manifest's layer sizes */
 	unsigned nlayers;
 	char note[200];
@@ -85,6 +88,8 @@ struct bench {
 	const char *record;
 	const char *json, *csv, *plot;
 	const char *workdir;
+	const char *reglog;    /* the registry's access log, for bytes a peer does not report */
+	long reglog_mark;
 	bool insecure, keep;
 	const char *ca_file;
 	char self[PATH_MAX];
@@ -305,9 +310,21 @@ static bool is_mounted(const char *path)
 	return found;
 }
 
+/* What an image is, from its manifest's annotations. */
+static const char *image_format(const struct reg_manifest *m)
+{
+	for (size_t i = 0; i < m->nlayers; i++)
+		if (m->layers[i].nydus_bootstrap || m->layers[i].nydus_blob)
+			return "nydus";
+	for (size_t i = 0; i < m->nlayers; i++)
+		if (m->layers[i].toc_digest[0])
+			return "estargz";
+	return "oci";
+}
+
 /* Sum of the layer sizes and the layer digests of REF's manifest (through the relay if any). */
 static int image_layers(struct bench *b, const char *ref, uint64_t *bytes, unsigned *nlayers,
-			char ***digests)
+			char ***digests, char *format, size_t fsize)
 {
 	struct reg_opts ro = { .insecure = b->insecure, .ca_file = b->ca_file };
 	struct reg_ref r;
@@ -326,6 +343,8 @@ static int image_layers(struct bench *b, const char *ref, uint64_t *bytes, unsig
 		for (size_t i = 0; i < m.nlayers; i++)
 			*bytes += m.layers[i].size;
 		*nlayers = (unsigned)m.nlayers;
+		if (format)
+			snprintf(format, fsize, "%s", image_format(&m));
 		if (digests) {
 			*digests = calloc(m.nlayers + 1, sizeof(char *));
 			for (size_t i = 0; *digests && i < m.nlayers; i++)
@@ -335,6 +354,57 @@ static int image_layers(struct bench *b, const char *ref, uint64_t *bytes, unsig
 	reg_manifest_free(&m);
 	reg_client_free(c);
 	return ret;
+}
+
+/* ---------- the registry's access log (docker-registry's combined format) ---------- */
+
+static void reglog_mark(struct bench *b)
+{
+	struct stat st;
+
+	b->reglog_mark = b->reglog && stat(b->reglog, &st) == 0 ? (long)st.st_size : -1;
+}
+
+/* Requests and response bytes logged since the mark: "GET /v2/... HTTP/1.1" 206 50000 */
+static void reglog_count(struct bench *b, struct mode *m)
+{
+	char line[8192];
+	double bytes = 0, reqs = 0;
+	FILE *f;
+
+	set_run(m, M_LOG_BYTES, NAN);
+	set_run(m, M_LOG_REQS, NAN);
+	if (!b->reglog || b->reglog_mark < 0)
+		return;
+	{
+		struct timespec ts = { 0, 200 * 1000 * 1000 }; /* the registry logs a request as it ends */
+
+		nanosleep(&ts, NULL);
+	}
+	f = fopen(b->reglog, "re");
+	if (!f || fseek(f, b->reglog_mark, SEEK_SET)) {
+		if (f)
+			fclose(f);
+		return;
+	}
+	while (fgets(line, sizeof(line), f)) {
+		const char *q = strstr(line, "\"GET /v2/"), *e;
+		int status;
+		double n;
+
+		if (!q)
+			q = strstr(line, "\"HEAD /v2/");
+		if (!q || !(e = strstr(q + 1, "\" ")) || sscanf(e + 2, "%d %lf", &status, &n) != 2)
+			continue;
+		if (!strncmp(q, "\"GET /v2/ ", 10))
+			continue; /* the API version check */
+		reqs++;
+		if (status >= 200 && status < 300 && q[1] == 'G')
+			bytes += n;
+	}
+	fclose(f);
+	set_run(m, M_LOG_BYTES, bytes);
+	set_run(m, M_LOG_REQS, reqs);
 }
 
 /* ---------- one lazyimg run ---------- */
@@ -402,6 +472,7 @@ static int lazy_run(struct bench *b, struct mode *m, const char *cache, const ch
 	argv[na++] = mnt;
 	argv[na] = NULL;
 	track_mount(mnt);
+	reglog_mark(b);
 	t0 = bench_now();
 	ret = bench_run(argv, log, (pid_t *)&g_child_pid);
 	t1 = bench_now();
@@ -441,10 +512,11 @@ static int lazy_run(struct bench *b, struct mode *m, const char *cache, const ch
 	set_run(m, M_IOPS, wr.iops);
 	set_run(m, M_READ_BYTES, (double)wr.bytes);
 	set_run(m, M_ERRORS, (double)wr.errors);
-	m->n++;
 	free(st_ready);
 	free(st_end);
 	lazy_umount(b, mnt);
+	reglog_count(b, m);
+	m->n++;
 	if (wr.timed_out)
 		snprintf(m->note, sizeof(m->note), "--run timed out before '%s'", b->w.wait_line);
 	return 0;
@@ -482,6 +554,7 @@ static int full_run(struct bench *b, struct mode *m)
 	argv[na] = NULL;
 	bench_drop_caches();
 	getrusage(RUSAGE_CHILDREN, &r0);
+	reglog_mark(b);
 	t0 = bench_now();
 	ret = bench_run(argv, log, (pid_t *)&g_child_pid);
 	if (ret) {
@@ -545,6 +618,7 @@ static int full_run(struct bench *b, struct mode *m)
 	set_run(m, M_IOPS, wr.iops);
 	set_run(m, M_READ_BYTES, (double)wr.bytes);
 	set_run(m, M_ERRORS, (double)wr.errors);
+	reglog_count(b, m);
 	m->n++;
 	snprintf(m->prefetch_source, sizeof(m->prefetch_source), "-");
 	snprintf(m->note, sizeof(m->note), "skopeo copy + untar; cpu/rss: skopeo and tar (rss: peak child so far)");
@@ -598,6 +672,7 @@ static int stargz_run(struct bench *b, struct mode *m, char **digests, unsigned 
 	argv[na++] = mntd;
 	argv[na] = NULL;
 	bench_drop_caches();
+	reglog_mark(b);
 	t0 = bench_now();
 	pid = fork();
 	if (pid < 0)
@@ -683,10 +758,11 @@ static int stargz_run(struct bench *b, struct mode *m, char **digests, unsigned 
 	set_run(m, M_IOPS, wr.iops);
 	set_run(m, M_READ_BYTES, (double)wr.bytes);
 	set_run(m, M_ERRORS, (double)wr.errors);
-	m->n++;
 	snprintf(m->prefetch_source, sizeof(m->prefetch_source), "stargz");
-	snprintf(m->note, sizeof(m->note), "stargz-store (background fetch on), %u layer%s%s", nlayers,
-		 nlayers > 1 ? "s merged by overlayfs" : "", "; fetched bytes: not reported by the store");
+	snprintf(m->note, sizeof(m->note), "stargz-store (background fetch on), %u layer%s; %s", nlayers,
+		 nlayers > 1 ? "s merged by overlayfs" : "",
+		 b->reglog ? "bytes/requests: the registry's access log, until the store stopped" :
+			     "fetched bytes: not reported by the store (give --registry-log)");
 stop:
 	if (nlayers > 1 && is_mounted(merged))
 		umount2(merged, MNT_DETACH);
@@ -707,6 +783,12 @@ stop:
 	if (is_mounted(mntd))
 		umount2(mntd, MNT_DETACH);
 	untrack_mount(mntd);
+	if (!ret) {
+		reglog_count(b, m);
+		set_run(m, M_BYTES, m->v[M_LOG_BYTES][m->n]);
+		set_run(m, M_REQS, m->v[M_LOG_REQS][m->n]);
+		m->n++;
+	}
 	bench_rm_tree(d);
 	return ret;
 }
@@ -750,7 +832,7 @@ static void print_table(const struct bench *b, FILE *out)
 		b->runs > 1 ? "s" : "", workload_desc(b, wl, sizeof(wl)));
 	fprintf(out, "# network: %s\n", b->netem ? b->net.desc : "loopback, no shaping");
 	fprintf(out, "# machine: %s\n", mach);
-	fprintf(out, "%-22s %-9s %15s %13s %17s %17s %9s %7s %6s %7s %6s %8s\n", "mode", "prefetch", "ready_ms",
+	fprintf(out, "%-26s %-9s %15s %13s %17s %17s %9s %7s %6s %7s %6s %8s\n", "mode", "prefetch", "ready_ms",
 		"ttfb_ms", "workload_ms", "total_ms", "MB", "reqs", "cpu_s", "rss_MiB", "hit%", "iops");
 	for (int i = 0; i < b->nmodes; i++) {
 		const struct mode *m = &b->modes[i];
@@ -775,11 +857,11 @@ static void print_table(const struct bench *b, FILE *out)
 		fmt_num(c[7], sizeof(c[7]), s[M_RSS][0] / 1024, 1);
 		fmt_num(c[8], sizeof(c[8]), s[M_HIT][0] * 100, 1);
 		fmt_num(c[9], sizeof(c[9]), s[M_IOPS][0], 0);
-		fprintf(out, "%-22s %-9s %15s %13s %17s %17s %9s %7s %6s %7s %6s %8s\n", m->name, m->prefetch_source,
+		fprintf(out, "%-26s %-9s %15s %13s %17s %17s %9s %7s %6s %7s %6s %8s\n", m->name, m->prefetch_source,
 			c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9]);
 	}
 	for (int i = 0; i < b->nmodes; i++)
-		fprintf(out, "#   %-20s %s%s%s\n", b->modes[i].name, b->modes[i].image, b->modes[i].note[0] ? ": " : "",
+		fprintf(out, "#   %-24s %s%s%s\n", b->modes[i].name, b->modes[i].image, b->modes[i].note[0] ? ": " : "",
 			b->modes[i].note);
 }
 
@@ -834,6 +916,8 @@ static int write_json(const struct bench *b, const char *path)
 		json_escape(f, m->image);
 		fputs(",\"prefetch_source\":", f);
 		json_escape(f, m->prefetch_source);
+		fputs(",\"format\":", f);
+		json_escape(f, m->format[0] ? m->format : "-");
 		fprintf(f, ",\"image_bytes\":%llu,\"layers\":%u,\"runs\":%d,\"note\":", (unsigned long long)m->image_bytes,
 			m->nlayers, m->n);
 		json_escape(f, m->note);
@@ -988,6 +1072,8 @@ static void bench_usage(FILE *out)
 	      "output:\n"
 	      "  --json FILE  --csv FILE  --plot FILE.svg (gnuplot)\n"
 	      "  --workdir DIR           where mounts, caches and pulls go (default: /var/tmp)\n"
+	      "  --registry-log FILE     the registry's access log: bytes and requests per run\n"
+	      "                          as the registry saw them (stargz-store reports none)\n"
 	      "  -h, --help\n", out);
 }
 
@@ -1001,17 +1087,27 @@ static int do_modes(struct bench *b)
 		    (b->base_full ? b->runs : 0) + (b->base_stargz ? b->runs : 0);
 	for (int r = 0; r < b->nrefs; r++) {
 		struct mode *m = add_mode(b, "lazyimg cold", b->refs[r], K_LAZY), *mw = NULL, *mr = NULL;
-		char ref[700], name[64];
+		char ref[700], fmt[16] = "?", tag[40] = "";
 
 		if (!m)
 			return -ENOMEM;
-		if (b->nrefs > 1) {
-			snprintf(name, sizeof(name), "lazyimg cold #%d", r + 1);
-			snprintf(m->name, sizeof(m->name), "%s", name);
-		}
 		bench_net_ref(&b->net, b->refs[r], ref, sizeof(ref));
-		if (image_layers(b, ref, &m->image_bytes, &m->nlayers, NULL))
+		if (image_layers(b, ref, &m->image_bytes, &m->nlayers, NULL, fmt, sizeof(fmt)))
 			fprintf(stderr, "lazyimg bench: %s: cannot read its manifest\n", b->refs[r]);
+		snprintf(m->format, sizeof(m->format), "%s", fmt);
+		/* several images: name the modes by format (and position when formats repeat) */
+		if (b->nrefs > 1) {
+			int same = 0;
+
+			for (int k = 0; k < b->nmodes - 1; k++)
+				if (b->modes[k].kind == K_LAZY && !b->modes[k].recorded && !strcmp(b->modes[k].format, fmt))
+					same++;
+			if (same)
+				snprintf(tag, sizeof(tag), " %s#%d", fmt, same + 1);
+			else
+				snprintf(tag, sizeof(tag), " %s", fmt);
+			snprintf(m->name, sizeof(m->name), "lazyimg%s cold", tag);
+		}
 		snprintf(cache, sizeof(cache), "%s/cache-%d", b->dir, r);
 		mkdir(cache, 0700);
 		for (int i = 0; i < b->runs; i++) {
@@ -1022,9 +1118,11 @@ static int do_modes(struct bench *b)
 				return ret;
 		}
 		if (b->warm) {
-			mw = add_mode(b, b->nrefs > 1 ? "lazyimg warm" : "lazyimg warm", b->refs[r], K_WARM);
+			mw = add_mode(b, "lazyimg warm", b->refs[r], K_WARM);
 			if (!mw)
 				return -ENOMEM;
+			snprintf(mw->name, sizeof(mw->name), "lazyimg%s warm", tag);
+			snprintf(mw->format, sizeof(mw->format), "%s", fmt);
 			mw->image_bytes = m->image_bytes;
 			mw->nlayers = m->nlayers;
 			b->step++;
@@ -1039,6 +1137,8 @@ static int do_modes(struct bench *b)
 			mr = add_mode(b, "lazyimg +recorded", b->refs[r], K_LAZY);
 			if (!mr)
 				return -ENOMEM;
+			snprintf(mr->name, sizeof(mr->name), "lazyimg%s +recorded", tag);
+			snprintf(mr->format, sizeof(mr->format), "%s", fmt);
 			mr->recorded = true;
 			mr->image_bytes = m->image_bytes;
 			mr->nlayers = m->nlayers;
@@ -1093,7 +1193,7 @@ static int do_modes(struct bench *b)
 		if (!m)
 			return -ENOMEM;
 		bench_net_ref(&b->net, b->stargz_ref, ref, sizeof(ref));
-		ret = image_layers(b, ref, &m->image_bytes, &m->nlayers, &dg);
+		ret = image_layers(b, ref, &m->image_bytes, &m->nlayers, &dg, NULL, 0);
 		if (ret || !dg) {
 			fprintf(stderr, "lazyimg bench: %s: cannot read its manifest\n", b->stargz_ref);
 			return ret ? ret : -ENOMEM;
@@ -1152,6 +1252,7 @@ int cmd_bench(int argc, char **argv)
 		{ "csv", required_argument, NULL, 'v' },
 		{ "plot", required_argument, NULL, 'g' },
 		{ "workdir", required_argument, NULL, 'W' },
+		{ "registry-log", required_argument, NULL, 'L' },
 		{ "insecure", no_argument, NULL, 'I' },
 		{ "ca-file", required_argument, NULL, 'A' },
 		{ "no-warm", no_argument, NULL, 'X' },
@@ -1220,6 +1321,7 @@ int cmd_bench(int argc, char **argv)
 		case 'v': b.csv = optarg; break;
 		case 'g': b.plot = optarg; break;
 		case 'W': b.workdir = optarg; break;
+		case 'L': b.reglog = optarg; break;
 		case 'I': b.insecure = true; break;
 		case 'A': b.ca_file = optarg; break;
 		case 'X': b.warm = false; break;
