@@ -16,6 +16,9 @@
 /* how far past the wanted bytes a member's ISIZE may point before we stop trusting it as a size hint */
 #define ES_MEMBER_SLACK (8u << 20)
 #define ES_MEMBER_TAIL (64u << 10)
+/* chunks above this share one extra slot, so that 16 slots never pin 16 huge chunks */
+#define ES_SLOT_MAX (16u << 20)
+#define ES_SCRATCH_KEEP (32u << 20)
 
 static atomic_bool use_zlib;
 
@@ -252,6 +255,17 @@ static int fetch_chunk(struct estargz *es, uint32_t li, uint32_t idx, void *out)
 	}
 	memcpy(out, data + c->inner, c->size);
 	atomic_fetch_add(&es->st_fills, 1);
+	/* a worker thread does not keep a huge (legacy unchunked file) scratch buffer around */
+	if (t->out_cap > ES_SCRATCH_KEEP) {
+		free(t->out);
+		t->out = NULL;
+		t->out_cap = 0;
+	}
+	if (t->in_cap > ES_SCRATCH_KEEP) {
+		free(t->in);
+		t->in = NULL;
+		t->in_cap = 0;
+	}
 	return 0;
 }
 
@@ -324,7 +338,11 @@ int estargz_read_chunk(struct estargz *es, const struct img_chunk *c, void *buf)
 
 static size_t slot_of(const struct estargz *es, uint32_t li, uint32_t idx)
 {
-	uint64_t h = ((uint64_t)idx ^ ((uint64_t)li << 40)) * 0x9E3779B97F4A7C15ull;
+	uint64_t h;
+
+	if (es->layers[li].chunks[idx].size > ES_SLOT_MAX)
+		return es->nslots;   /* the big-chunk slot */
+	h = ((uint64_t)idx ^ ((uint64_t)li << 40)) * 0x9E3779B97F4A7C15ull;
 
 	return (size_t)(h >> 32) % es->nslots;
 }
@@ -371,17 +389,17 @@ int es_chunk_copy(struct estargz *es, uint32_t li, uint32_t idx, uint64_t skip, 
 int es_chunks_init(struct estargz *es, const struct estargz_opts *o)
 {
 	es->nslots = o && o->chunk_cache_slots ? o->chunk_cache_slots : ES_DEFAULT_CACHE_SLOTS;
-	es->slots = lz_calloc(es->nslots, sizeof(*es->slots));
+	es->slots = lz_calloc(es->nslots + 1, sizeof(*es->slots));
 	if (!es->slots)
 		return -ENOMEM;
-	for (size_t i = 0; i < es->nslots; i++)
+	for (size_t i = 0; i <= es->nslots; i++)
 		pthread_mutex_init(&es->slots[i].lock, NULL);
 	return 0;
 }
 
 void es_chunks_exit(struct estargz *es)
 {
-	for (size_t i = 0; es->slots && i < es->nslots; i++) {
+	for (size_t i = 0; es->slots && i <= es->nslots; i++) {
 		free(es->slots[i].buf);
 		pthread_mutex_destroy(&es->slots[i].lock);
 	}

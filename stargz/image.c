@@ -197,7 +197,7 @@ static ssize_t es_listxattr(struct image *img, uint64_t ino, char *buf, size_t s
 
 	if (!in)
 		return -ENOENT;
-	it.p = (const uint8_t *)es->pool + (in->nxattr ? in->xattr : 0);
+	it.p = in->nxattr ? (const uint8_t *)es->pool + in->xattr : NULL;
 	it.left = in->nxattr;
 	while (xa_next(&it, &name, &nlen, &val, &vlen)) {
 		if (size && need + nlen + 1 > size)
@@ -233,7 +233,7 @@ static ssize_t es_getxattr(struct image *img, uint64_t ino, const char *want, vo
 		vlen = 1;
 		goto found;
 	}
-	it.p = (const uint8_t *)es->pool + (in->nxattr ? in->xattr : 0);
+	it.p = in->nxattr ? (const uint8_t *)es->pool + in->xattr : NULL;
 	it.left = in->nxattr;
 	while (xa_next(&it, &name, &nlen, &val, &vlen))
 		if (nlen == wlen && !memcmp(name, want, wlen))

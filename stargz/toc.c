@@ -662,6 +662,8 @@ static int commit(struct bld *b, struct raw *r)
 			b->pf_state = 1;
 		return 0;
 	}
+	if (n == 1 && name_is(&c[0], "stargz.index.json"))
+		return 0;   /* the TOC's own tar entry: never part of the tree, even if listed */
 	if (c[n - 1].len >= 4 && !memcmp(c[n - 1].p, ES_WH_PREFIX, 4))
 		return commit_whiteout(b, r, c, n);
 	ret = ensure_dir(b, c, n - 1, &dir);

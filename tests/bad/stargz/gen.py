@@ -217,6 +217,8 @@ def main():
     put("json-unknown-keys-ok", '{"version": 1, "future": {"a": [1, {"b": null}]}, "entries": ['
         '{"name": "a", "type": "reg", "size": 5, "offset": 100, "NumLink": 0, "userName": "u",'
         ' "groupName": "g", "extra": [true, false, null, 1.5, "s"]}]}')
+    # fuzz: listxattr on the root of an image with no strings at all did arithmetic on a NULL pool
+    put("json-empty-ok", toc())
     put("json-nulls-ok", '{"version": 1, "entries": [{"name": "a", "type": "reg", "size": null, '
         '"offset": null, "xattrs": null, "modtime": null, "linkName": null}]}')
     put("json-whiteouts-layer-ok", toc({"name": "d/.wh.gone", "type": "reg"}, {"name": "o/.wh..wh..opq", "type": "reg"},
