@@ -856,3 +856,29 @@ void imgfs_inflight(const struct imgfs *fs, uint64_t hung_us, uint64_t *inflight
 	*inflight = atomic_load(&fs->inflight);
 	*hung = n;
 }
+
+/* the request buffer of a pool thread (libfuse sizes it once, the same for every session) */
+static _Thread_local struct fuse_buf tl_fbuf;
+
+int imgfs_serve_one(struct imgfs *fs, void (*rearm)(void *arg), void *arg)
+{
+	int n;
+
+	tl_fbuf.flags = 0;
+	n = fuse_session_receive_buf(fs->se, &tl_fbuf);
+	if (n == -EAGAIN || n == -EINTR) {
+		rearm(arg);
+		return 0;
+	}
+	if (n <= 0)
+		return n < 0 ? n : -ENODEV; /* 0: libfuse saw ENODEV, the mount is gone */
+	rearm(arg);
+	fuse_session_process_buf(fs->se, &tl_fbuf);
+	return 1;
+}
+
+void imgfs_thread_done(void)
+{
+	free(tl_fbuf.mem);
+	tl_fbuf.mem = NULL;
+}

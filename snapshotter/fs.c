@@ -92,43 +92,14 @@ static int digest_hex(const char *digest, const char **hex)
 	return 0;
 }
 
-/* ---- session loops ----------------------------------------------------------- */
+/* ---- sessions ---------------------------------------------------------------- */
 
-/*
- * A session loop blocks in sem_wait/read; fuse_session_exit() alone does not
- * wake it. A signal with a do-nothing handler (no SA_RESTART) interrupts the
- * wait, libfuse sees the exit flag and cancels its workers between requests.
- * SIGURG is ignored by default, so a stray one harms nobody.
- */
-#define SNAP_WAKE_SIG SIGURG
-
-static void on_wake(int sig)
-{
-	(void)sig;
-}
-
-static void install_wake(void)
-{
-	struct sigaction sa = { .sa_handler = on_wake }, old;
-
-	if (sigaction(SNAP_WAKE_SIG, NULL, &old) == 0 && old.sa_handler != SIG_DFL &&
-	    old.sa_handler != SIG_IGN && old.sa_handler != on_wake)
-		return; /* the application has its own: it interrupts just as well */
-	sigemptyset(&sa.sa_mask);
-	sigaction(SNAP_WAKE_SIG, &sa, NULL);
-}
-
-static void *loop_main(void *arg)
+/* pool callback: the session ended by itself (its mount went away) */
+static void on_session_end(void *arg)
 {
 	struct snap_mnt *m = arg;
-	sigset_t set;
 
-	sigemptyset(&set);
-	sigaddset(&set, SNAP_WAKE_SIG);
-	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
-	imgfs_run(m->ifs);
 	atomic_store(&m->loop_done, true);
-	return NULL;
 }
 
 static int sleep_ms(int ms)
@@ -146,25 +117,20 @@ static bool loop_wait(struct snap_mnt *m, int ms)
 	return atomic_load(&m->loop_done);
 }
 
-/* Stop the loop without touching the mount (it stays for a successor). */
-static void loop_stop(struct snap_mnt *m)
+/* Stop serving the session without touching the mount (it stays for a successor). */
+static void loop_stop(struct snap_fs *fs, struct snap_mnt *m)
 {
 	if (!m->loop_started)
 		return;
-	imgfs_exit(m->ifs);
-	while (!atomic_load(&m->loop_done)) {
-		pthread_kill(m->loop_th, SNAP_WAKE_SIG);
-		sleep_ms(5);
-	}
-	pthread_join(m->loop_th, NULL);
+	snap_pool_remove(fs->pool, m->slot);
 	m->loop_started = false;
 }
 
-static void mnt_free(struct snap_mnt *m)
+static void mnt_free(struct snap_fs *fs, struct snap_mnt *m)
 {
 	if (!m)
 		return;
-	loop_stop(m);
+	loop_stop(fs, m);
 	imgfs_destroy(m->ifs);
 	snap_source_close(m->src);
 	free(m->labels_json);
@@ -199,7 +165,7 @@ static void reap_draining(struct snap_fs *fs)
 
 		if (atomic_load(&m->loop_done)) {
 			*pp = m->next;
-			mnt_free(m);
+			mnt_free(fs, m);
 		} else {
 			pp = &m->next;
 		}
@@ -350,7 +316,7 @@ static int do_mount(struct snap_fs *fs, struct snap_mnt *m, int adopt_fd)
 
 		memcpy(m->init_req, init, m->init_len);
 	}
-	ret = -pthread_create(&m->loop_th, NULL, loop_main, m);
+	ret = snap_pool_add(fs->pool, m->ifs, on_session_end, m, &m->slot);
 	if (ret)
 		goto fail_mounted;
 	m->loop_started = true;
@@ -375,7 +341,7 @@ fail_mounted:
 fail:
 	if (adopt_fd > 0)
 		close(adopt_fd);
-	loop_stop(m);
+	loop_stop(fs, m);
 	imgfs_destroy(m->ifs);
 	m->ifs = NULL;
 	snap_source_close(m->src);
@@ -519,14 +485,14 @@ int snapfs_mount(struct snap_fs *fs, const char *id, const struct snap_label *la
 	ret = claim(fs, id, nowait, &m);
 	if (ret) {
 		pthread_mutex_unlock(&fs->lock);
-		mnt_free(fresh);
+		mnt_free(fs, fresh);
 		return ret;
 	}
 	if (m && m->state == SNAP_MNT_READY) {
 		/* idempotent, as nydus-snapshotter's Mount of an existing instance */
 		release(fs, m);
 		pthread_mutex_unlock(&fs->lock);
-		mnt_free(fresh);
+		mnt_free(fs, fresh);
 		return 0;
 	}
 	if (m) {
@@ -541,7 +507,7 @@ int snapfs_mount(struct snap_fs *fs, const char *id, const struct snap_label *la
 		m->error = 0;
 		m->adopted = false;
 		pthread_mutex_unlock(&fs->lock);
-		mnt_free(fresh);
+		mnt_free(fs, fresh);
 		if (fs->holder && m->init_len) {
 			struct held_set hs = { 0 };
 
@@ -571,7 +537,7 @@ int snapfs_mount(struct snap_fs *fs, const char *id, const struct snap_label *la
 		unlink_mnt(fs, m);
 		release(fs, m);
 		pthread_mutex_unlock(&fs->lock);
-		mnt_free(m);
+		mnt_free(fs, m);
 		return ret;
 	}
 	m->state = SNAP_MNT_READY;
@@ -621,7 +587,7 @@ int snapfs_umount(struct snap_fs *fs, const char *id, bool nowait)
 
 	do_umount(fs, m);
 	if (!m->loop_started || loop_wait(m, SNAP_UMOUNT_WAIT_MS)) {
-		mnt_free(m);
+		mnt_free(fs, m);
 		return 0;
 	}
 	/* open files keep the detached superblock alive: let the session finish them */
@@ -874,7 +840,7 @@ static int restore_one(void *arg, struct snap_mnt *m)
 	int fd = take_held(hs, m->id), ret;
 
 	if (snprintf(m->mnt, sizeof(m->mnt), "%s/%s", fs->mnt_dir, m->id) >= (int)sizeof(m->mnt)) {
-		mnt_free(m);
+		mnt_free(fs, m);
 		if (fd >= 0)
 			close(fd);
 		return 0;
@@ -989,7 +955,11 @@ int snap_fs_open(const struct snap_fs_opts *o, struct snap_fs **out)
 		lz_err("cannot open the blob cache in %s: %s", path, lz_strerror(ret));
 		goto err;
 	}
-	install_wake();
+	ret = snap_pool_start(o->threads, &fs->pool);
+	if (ret) {
+		lz_err("cannot start the FUSE worker threads: %s", strerror(-ret));
+		goto err;
+	}
 	if (o->fd_holder) {
 		snprintf(fs->holder_path, sizeof(fs->holder_path), "%s", o->fd_holder);
 		fs->o.fd_holder = fs->holder_path;
@@ -1041,17 +1011,18 @@ void snap_fs_close(struct snap_fs *fs)
 		pthread_mutex_unlock(&fs->lock);
 		/* handover: the kernel mount and the holder's fd stay for the next server;
 		 * without a holder imgfs_destroy unmounts and the state re-mounts later */
-		mnt_free(m);
+		mnt_free(fs, m);
 		pthread_mutex_lock(&fs->lock);
 	}
 	while (fs->draining) {
 		struct snap_mnt *m = fs->draining;
 
 		fs->draining = m->next;
-		mnt_free(m);
+		mnt_free(fs, m);
 	}
 	pthread_mutex_unlock(&fs->lock);
 	snapfs_holder_close(fs->holder);
+	snap_pool_stop(fs->pool);
 	bcache_close(fs->cache);
 	if (fs->lock_fd >= 0)
 		close(fs->lock_fd);

@@ -149,6 +149,9 @@ int snapfs_metrics(struct snap_fs *fs, char **out)
 		sb_printf(&b, "lazyimg_read_latency_seconds_count{id=\"%s\"} %llu\n", v[i].id,
 			  (unsigned long long)acc);
 	}
+	sb_printf(&b, "# HELP lazyimg_fuse_worker_threads FUSE worker threads shared by all mounts.\n"
+		      "# TYPE lazyimg_fuse_worker_threads gauge\nlazyimg_fuse_worker_threads %d\n",
+		  snap_pool_threads(fs->pool));
 	bcache_get_stats(fs->cache, &bs);
 	sb_printf(&b, "# HELP lazyimg_cache_usage_bytes Bytes the shared blob cache uses on disk.\n"
 		      "# TYPE lazyimg_cache_usage_bytes gauge\nlazyimg_cache_usage_bytes %llu\n",

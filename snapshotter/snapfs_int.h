@@ -40,9 +40,9 @@ struct snap_mnt {
 	bool adopted;
 	struct snap_source *src;
 	struct imgfs *ifs;
-	pthread_t loop_th;
+	int slot;                      /* in the worker pool, while loop_started */
 	bool loop_started;
-	_Atomic bool loop_done;
+	_Atomic bool loop_done;        /* the session ended by itself (unmounted) */
 	uint8_t init_req[IMGFS_INIT_MAX];
 	size_t init_len;
 };
@@ -57,6 +57,7 @@ struct snap_fs {
 	char mnt_dir[PATH_MAX - SNAP_FS_ID_MAX - 2];
 	char holder_path[PATH_MAX];
 	struct bcache *cache;
+	struct snap_pool *pool;
 	struct snap_holder *holder;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
@@ -64,6 +65,14 @@ struct snap_fs {
 	struct snap_mnt *draining;     /* unmounted but still busy (open files): freed later */
 	int lock_fd;                   /* flock on <root>/.lock: one snap_fs per root */
 };
+
+/* pool.c: the worker threads shared by every session */
+struct snap_pool;
+int snap_pool_start(int max_threads, struct snap_pool **out);
+void snap_pool_stop(struct snap_pool *p);
+int snap_pool_add(struct snap_pool *p, struct imgfs *ifs, void (*on_end)(void *arg), void *arg, int *slot);
+void snap_pool_remove(struct snap_pool *p, int slot);
+int snap_pool_threads(struct snap_pool *p);
 
 /* fs.c: mount with the per-id lock taken by trylock (control API) or waiting */
 int snapfs_mount(struct snap_fs *fs, const char *id, const struct snap_label *labels, size_t n,

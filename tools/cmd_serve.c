@@ -55,7 +55,8 @@ static void serve_usage(FILE *out)
 	      "  --cache-max-size BYTES evict least recently used blobs above this (K/M/G)\n"
 	      "  --prefetch-all         fetch whole images in the background\n"
 	      "  --no-prefetch          ignore the images' prefetch tables\n"
-	      "  --threads N            at most N FUSE worker threads per mount\n"
+	      "  --threads N            at most N FUSE worker threads, shared by all mounts\n"
+	      "                         (default 64; they start at 4 and grow when all are busy)\n"
 	      "  --log-level LEVEL      error, warn (default), info or debug\n"
 	      "  -h, --help             this text\n", out);
 }

@@ -52,6 +52,18 @@ struct imgfs_stats {
 int imgfs_mount(struct image *img, const struct imgfs_opts *opts, struct imgfs **out);
 /* Serve requests until the filesystem is unmounted or imgfs_exit() is called. */
 int imgfs_run(struct imgfs *fs);
+/*
+ * Driving sessions from an outside loop (many sessions sharing a thread pool,
+ * snapshotter/pool.c) instead of imgfs_run(): when imgfs_fd() is readable,
+ * call imgfs_serve_one(). It reads one request (the fd should be
+ * O_NONBLOCK), calls rearm(arg) as soon as the request is off the fd (so that
+ * another thread may read the next one while this one is served), then
+ * serves it. Returns 1 (served), 0 (nothing to read: rearm was called), or
+ * a negative errno once the session is over (unmounted: -ENODEV). A thread
+ * that served requests calls imgfs_thread_done() before it exits.
+ */
+int imgfs_serve_one(struct imgfs *fs, void (*rearm)(void *arg), void *arg);
+void imgfs_thread_done(void);
 /* Ask a running loop to stop (async-signal-safe). */
 void imgfs_exit(struct imgfs *fs);
 /* Unmount (if still mounted) and free. */

@@ -41,7 +41,8 @@ struct snap_fs_opts {
 	struct reg_opts reg;           /* registry options for every mount */
 	uint64_t cache_max;            /* bytes, 0 = no cap */
 	int prefetch;                  /* SNAP_PREFETCH_* */
-	int threads;                   /* at most this many FUSE worker threads per mount; 0 = default */
+	int threads;                   /* FUSE worker threads shared by all mounts: at most this many
+	                                * (they start at 4 and grow while all are busy); 0 = 64 */
 	/*
 	 * Unix socket of an fd holder (snap_fdholder_main), or NULL. With one,
 	 * every mount's /dev/fuse fd is parked there, snap_fs_close() leaves the

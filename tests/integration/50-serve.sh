@@ -135,6 +135,8 @@ reg_check "/metrics: per-mount bytes, hits, latency histogram, in-flight, hung, 
 	 grep -q "^lazyimg_inflight_requests{id=\"m1\"} 0" "$W/metrics" &&
 	 grep -q "^lazyimg_hung_requests{id=\"m1\"} 0" "$W/metrics" &&
 	 grep -q "^lazyimg_cache_usage_bytes [1-9]" "$W/metrics"'
+nw=$(awk '$1 == "lazyimg_fuse_worker_threads" { print $2 }' "$W/metrics")
+reg_check "two mounts share $nw FUSE worker threads (a pool, not a loop per mount)" '[ -n "$nw" ] && [ "$nw" -ge 1 ] && [ "$nw" -le 8 ]'
 
 # ---------------------------------------------------------------- B. API faults
 expect_err "bad JSON" 400 POST /api/v1/mounts '{"id": "x", "ref": '
