@@ -395,7 +395,8 @@ int estargz_open(const struct estargz_layer *layers, size_t n, const struct esta
 		}
 		if (!blob_id_ok(L->blob_id) || !L->toc_json ||
 		    (L->kind != ESTARGZ_GZIP && L->kind != ESTARGZ_LEGACY && L->kind != ESTARGZ_ZSTD_CHUNKED) ||
-		    (L->toc_offset && L->toc_offset >= L->blob_size)) {
+		    (L->toc_offset && L->toc_offset >= L->blob_size) ||
+		    (L->toc_offset && L->toc_offset < 8 && L->kind == ESTARGZ_ZSTD_CHUNKED)) {
 			lz_err("open: layer %zu: bad blob id, kind, TOC or TOC offset", i);
 			return -EINVAL;
 		}
@@ -425,7 +426,10 @@ int estargz_open(const struct estargz_layer *layers, size_t n, const struct esta
 
 		snprintf(l->id, sizeof(l->id), "%s", layers[i].blob_id);
 		l->blob_size = layers[i].blob_size;
+		/* zstd:chunked: data ends where the TOC's skippable frame header begins */
 		l->limit = layers[i].toc_offset ? layers[i].toc_offset : layers[i].blob_size;
+		if (layers[i].toc_offset && layers[i].kind == ESTARGZ_ZSTD_CHUNKED)
+			l->limit -= 8;
 		l->kind = layers[i].kind;
 	}
 	ret = es_build(es, layers, n);
@@ -585,7 +589,7 @@ int estargz_open_file(const char *path, const struct estargz_opts *o, struct est
 	L.kind = f.kind;
 	L.toc_json = json;
 	L.toc_len = json_len;
-	L.toc_offset = f.kind == ESTARGZ_ZSTD_CHUNKED ? f.toc_offset - 8 : f.toc_offset;
+	L.toc_offset = f.toc_offset;
 	if (o)
 		lo = *o;
 	lo.backend = NULL;

@@ -90,8 +90,9 @@ struct estargz_layer {
 	enum estargz_kind kind;
 	const char *toc_json;    /* borrowed during estargz_open only */
 	size_t toc_len;
-	/* addition: the footer's TOC offset, 0 if unknown. Bounds data offsets
-	 * and ends the last chunk's fetch before the TOC instead of at blob_size. */
+	/* addition: estargz_footer.toc_offset, 0 if unknown. Bounds data offsets
+	 * and ends the last chunk's fetch before the TOC (for zstd:chunked before
+	 * the TOC's skippable-frame header) instead of at blob_size. */
 	uint64_t toc_offset;
 };
 

@@ -46,12 +46,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	ret = estargz_toc_decode(&f, data + f.toc_offset, (size_t)f.toc_size, &json, &jlen);
 	FZ_ERRNO_OK(ret);
 	if (!ret) {
-		uint64_t toc_start = f.kind == ESTARGZ_ZSTD_CHUNKED ? f.toc_offset - 8 : f.toc_offset;
-
 		FZ_CHECK(json && json[jlen] == 0 && jlen <= ESTARGZ_MAX_TOC);
 		if (f.kind == ESTARGZ_ZSTD_CHUNKED)
 			FZ_CHECK(jlen == f.toc_usize);
-		fz_json_all(json, jlen, data, size, toc_start, f.kind);
+		fz_json_all(json, jlen, data, size, f.toc_offset, f.kind);
 	}
 	free(json);
 	return 0;

@@ -1047,7 +1047,7 @@ static struct estargz *gopen(struct gen *g, struct mem_blob *mb, struct fake_cac
 	L.kind = f.kind;
 	L.toc_json = json;
 	L.toc_len = jlen;
-	L.toc_offset = g->zstd ? f.toc_offset - 8 : f.toc_offset;
+	L.toc_offset = f.toc_offset;
 	T_EQ_INT(estargz_open(&L, 1, &o, &es), 0);
 	if (fc)
 		fc->es = es;
