@@ -4,10 +4,15 @@
 # fresh lazyimg mount (page cache dropped first), beside the kernel's EROFS
 # on the same tree where an --aligned image makes that possible; then
 # conversion speed and size per compressor on a debootstrap-sized tree.
-# Inputs are generated once into $BUILD/bench-cache.
+# Inputs are generated once into $BUILD/bench-cache. Then lazy pull from a
+# loopback registry with `lazyimg bench` (tests/bench/lazy.sh).
+# BENCH_PART=local or BENCH_PART=lazy runs only that part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
+if [ "${BENCH_PART:-}" = lazy ]; then
+	BUILD=$BUILD exec bash tests/bench/lazy.sh
+fi
 TOP=$PWD
 L=$TOP/$BUILD/bin/lazyimg
 RR=$TOP/$BUILD/bench/randread
@@ -136,3 +141,9 @@ for c in zstd lz4 none; do
 	rm -rf "$out"
 done
 echo "# input: $(echo "$insize/1048576" | bc) MiB; machine: $(nproc) cores, $(uname -r)"
+
+# 4. lazy pull from a registry: lazyimg bench against full pull and stargz-store
+if [ "${BENCH_PART:-}" != local ]; then
+	echo
+	BUILD=$BUILD bash tests/bench/lazy.sh
+fi

@@ -444,8 +444,10 @@ static int run_until(const struct bench_workload *w, const char *root, struct be
 	close(p[0]);
 	if (!found) {
 		r->errors++;
+		line[have] = 0;
 		if (!r->timed_out)
-			fprintf(stderr, "lazyimg bench: --run: the command ended before printing '%s'\n", w->wait_line);
+			fprintf(stderr, "lazyimg bench: --run: the command ended before printing '%s'; its last output: %.300s\n",
+				w->wait_line, line);
 	}
 	return 0;
 }
