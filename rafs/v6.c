@@ -249,6 +249,29 @@ bad:
 
 static const uint32_t v6_ftype[8] = { 0, S_IFREG, S_IFDIR, S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK, S_IFLNK };
 
+/* The type a directory entry claims must be its inode's: readdir and lookup
+ * would disagree otherwise (FT_UNKNOWN, 0, claims nothing). */
+static int v6_check_ftype(const struct rafs *fs, const struct v6_ino *dir, const char *name, size_t len,
+			  uint64_t nid, uint8_t ft)
+{
+	struct v6_ino c;
+	int ret;
+
+	if (!ft)
+		return 0;
+	if (ft < 8) {
+		ret = v6_load(fs, nid, &c);
+		if (ret)
+			return ret;
+		if (v6_ftype[ft] == (c.mode & S_IFMT))
+			return 0;
+	}
+	lz_err("v6: nid %llu: entry '%.*s' says file type %u but nid %llu has mode 0%o",
+	       (unsigned long long)dir->nid, (int)len, name, ft, (unsigned long long)nid,
+	       ft < 8 ? c.mode : 0);
+	return -EFSCORRUPTED;
+}
+
 static int name_cmp(const char *a, size_t alen, const char *b, size_t blen)
 {
 	int c = memcmp(a, b, LZ_MIN(alen, blen));
@@ -320,13 +343,9 @@ static int v6_lookup(struct image *img, uint64_t dir, const char *name, size_t l
 				ret = v6_load(fs, nid, &c);
 				if (ret)
 					return ret;
-				/* the type readdir reported must be the type lookup finds */
-				if ((ft & 7) != ft || (ft && v6_ftype[ft] != (c.mode & S_IFMT))) {
-					lz_err("v6: nid %llu: entry '%.*s' says file type %u but inode %llu has mode 0%o",
-					       (unsigned long long)d.nid, (int)nl, n, ft,
-					       (unsigned long long)nid, c.mode);
-					return -EFSCORRUPTED;
-				}
+				ret = v6_check_ftype(fs, &d, n, nl, nid, ft);
+				if (ret)
+					return ret;
 				v6_attr(fs, &c, a);
 				return 0;
 			}
@@ -374,6 +393,9 @@ static int v6_readdir(struct image *img, uint64_t dir, uint64_t off, img_filldir
 			}
 			de.ino = nid_to_ino(fs, nid);
 			de.type = v6_ftype[ft & 7];
+			ret = v6_check_ftype(fs, &d, de.name, de.name_len, nid, ft);
+			if (ret)
+				return ret;
 			de.next_off = i + 1 < b.n ? (blk << V6_DIR_SHIFT) + i + 1 : (blk + 1) << V6_DIR_SHIFT;
 			if (fill(arg, &de))
 				return 0;
