@@ -92,7 +92,7 @@ static void send_resp(int fd, const struct resp *r)
 }
 
 /* {"error": msg} with JSON escaping */
-static void set_err(struct resp *r, int status, const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static void set_err(struct resp *r, int status, const char *fmt, ...)
 {
 	char msg[512];
 	va_list ap;
@@ -440,11 +440,78 @@ struct conn {
 	int fd;
 };
 
+int snapfs_http_head(const char *buf, size_t len, char method[16], char path[1024], size_t *body_off,
+		     size_t *clen)
+{
+	const char *hend = memmem(buf, len, "\r\n\r\n", 4), *line_end, *sp1, *sp2;
+	size_t hl, cl = 0, ml, pl;
+
+	if (!hend)
+		return len >= LZ_CTL_MAX_REQUEST ? -E2BIG : 0;
+	hl = (size_t)(hend - buf) + 4;
+	/* request line: METHOD SP PATH SP HTTP/1.x */
+	line_end = memmem(buf, hl, "\r\n", 2);
+	sp1 = memchr(buf, ' ', (size_t)(line_end - buf));
+	if (!sp1)
+		return -EINVAL;
+	sp2 = memchr(sp1 + 1, ' ', (size_t)(line_end - sp1 - 1));
+	ml = (size_t)(sp1 - buf);
+	pl = sp2 ? (size_t)(sp2 - sp1 - 1) : 0;
+	if (!sp2 || ml == 0 || ml >= 16 || pl == 0 || pl >= 1024 || sp1[1] != '/' ||
+	    (size_t)(line_end - sp2 - 1) < 8 || memcmp(sp2 + 1, "HTTP/1.", 7))
+		return -EINVAL;
+	for (const char *p = buf; p < sp1; p++)
+		if (*p < 'A' || *p > 'Z')
+			return -EINVAL;
+	for (const char *p = sp1 + 1; p < sp2; p++)
+		if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7f)
+			return -EINVAL;
+	memcpy(method, buf, ml);
+	method[ml] = 0;
+	memcpy(path, sp1 + 1, pl);
+	path[pl] = 0;
+	/* headers: only Content-Length matters; a second, different one is an error */
+	for (const char *h = line_end + 2; h < hend;) {
+		const char *e = memmem(h, (size_t)(hend + 2 - h), "\r\n", 2);
+
+		if (!e)
+			return -EINVAL;
+		if ((size_t)(e - h) > 15 && !strncasecmp(h, "content-length:", 15)) {
+			const char *v = h + 15;
+			size_t n = 0;
+			bool digits = false;
+
+			while (v < e && (*v == ' ' || *v == '\t'))
+				v++;
+			for (; v < e && *v >= '0' && *v <= '9'; v++) {
+				digits = true;
+				if (n > LZ_CTL_MAX_REQUEST)
+					return -E2BIG;
+				n = n * 10 + (size_t)(*v - '0');
+			}
+			while (v < e && (*v == ' ' || *v == '\t'))
+				v++;
+			if (!digits || v != e || (cl && cl != n))
+				return -EINVAL;
+			cl = n;
+		}
+		h = e + 2;
+	}
+	if (cl > LZ_CTL_MAX_REQUEST || hl + cl > LZ_CTL_MAX_REQUEST)
+		return -E2BIG;
+	if (len < hl + cl)
+		return 0;
+	*body_off = hl;
+	*clen = cl;
+	return 1;
+}
+
 static void handle(struct snap_serve *s, int fd)
 {
-	char *buf = lz_malloc(LZ_CTL_MAX_REQUEST + 1), *hend = NULL, method[16], path[SERVE_PATH_MAX];
-	size_t len = 0, clen = 0;
+	char *buf = lz_malloc(LZ_CTL_MAX_REQUEST + 1), method[16], path[SERVE_PATH_MAX];
+	size_t len = 0, clen = 0, off = 0;
 	struct resp r = { 0 };
+	int ret;
 
 	if (!buf)
 		return;
@@ -459,32 +526,20 @@ static void handle(struct snap_serve *s, int fd)
 			goto out;
 		len += (size_t)n;
 		buf[len] = 0;
-		if (!hend && (hend = strstr(buf, "\r\n\r\n"))) {
-			char *cl = strcasestr(buf, "\r\ncontent-length:");
-
-			if (cl && cl < hend) {
-				char *end;
-				unsigned long long v = strtoull(cl + 17, &end, 10);
-
-				clen = v > LZ_CTL_MAX_REQUEST ? LZ_CTL_MAX_REQUEST + 1 : (size_t)v;
-			}
-			if ((size_t)(hend + 4 - buf) + clen > LZ_CTL_MAX_REQUEST) {
-				set_err(&r, 413, "request larger than %u bytes", LZ_CTL_MAX_REQUEST);
-				goto reply;
-			}
-		}
-		if (hend && len >= (size_t)(hend + 4 - buf) + clen)
+		ret = snapfs_http_head(buf, len, method, path, &off, &clen);
+		if (ret == 1)
 			break;
-		if (len >= LZ_CTL_MAX_REQUEST) {
+		if (ret == -E2BIG || (ret == 0 && len >= LZ_CTL_MAX_REQUEST)) {
 			set_err(&r, 413, "request larger than %u bytes", LZ_CTL_MAX_REQUEST);
 			goto reply;
 		}
+		if (ret < 0) {
+			set_err(&r, 400, "malformed HTTP request");
+			goto reply;
+		}
 	}
-	if (sscanf(buf, "%15s %1023s", method, path) != 2 || path[0] != '/') {
-		set_err(&r, 400, "malformed request line");
-		goto reply;
-	}
-	route(s->fs, method, path, hend + 4, clen, &r);
+	buf[off + clen] = 0;
+	route(s->fs, method, path, buf + off, clen, &r);
 	if (!r.status)
 		set_err(&r, 500, "no response");
 reply:

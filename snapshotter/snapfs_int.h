@@ -85,6 +85,8 @@ int snapfs_state_remove(struct snap_fs *fs, const char *id);
 /* Call fn for each persisted mount (entries that do not parse are logged and skipped). */
 typedef int (*snapfs_state_fn)(void *arg, struct snap_mnt *m);
 int snapfs_state_load_all(struct snap_fs *fs, snapfs_state_fn fn, void *arg);
+/* One state file's text (hostile: capped, every field checked); fuzzed by fuzz_snapfs. */
+int snapfs_state_parse(const char *text, size_t len, const char *id, struct snap_mnt **out);
 /* labels <-> JSON */
 char *snapfs_labels_to_json(const struct snap_label *l, size_t n);
 int snapfs_labels_from_json(const char *json, struct snap_label **out, size_t *n, void **mem);
@@ -97,6 +99,12 @@ int snapfs_holder_del(struct snap_holder *h, const char *id);
 /* Receive a copy of every held fd: fn(arg, id, fd) owns fd. */
 typedef void (*snapfs_holder_fn)(void *arg, const char *id, int fd);
 int snapfs_holder_list(struct snap_holder *h, snapfs_holder_fn fn, void *arg);
+
+/* serve.c: the head of an HTTP/1.1 request in buf[0..len) (NUL-terminated at len).
+ * 1: complete, the body is buf[*body_off .. *body_off + *clen); 0: read more;
+ * -EINVAL: malformed; -E2BIG: over LZ_CTL_MAX_REQUEST. Fuzzed by fuzz_snapfs. */
+int snapfs_http_head(const char *buf, size_t len, char method[16], char path[1024], size_t *body_off,
+		     size_t *clen);
 
 /* metrics.c: Prometheus text of every mount and the cache (malloc'd) */
 int snapfs_metrics(struct snap_fs *fs, char **out);

@@ -207,15 +207,73 @@ static const char *str_field(json_object *o, const char *k, size_t max)
 	return strlen(s) < max ? s : NULL;
 }
 
-/* Parse one state file into a new entry (id taken from the file name, checked against the body). */
-static int load_one(const char *path, const char *id, struct snap_mnt **out)
+/* Parse one state file's text into a new entry; id is the one its file name gives. */
+int snapfs_state_parse(const char *text, size_t len, const char *id, struct snap_mnt **out)
 {
-	json_object *o = NULL, *labels;
+	json_object *o = NULL, *labels, *v;
 	const char *ref, *pinned, *layer, *init, *fid;
 	struct snap_mnt *m = NULL;
+	json_tokener *tok;
+	int ret = -EINVAL;
+
+	if (len == 0 || len > STATE_FILE_MAX || !snap_fs_id_valid(id))
+		return -EINVAL;
+	tok = json_tokener_new();
+	if (!tok)
+		return -ENOMEM;
+	o = json_tokener_parse_ex(tok, text, (int)len);
+	/* one JSON object, then at most whitespace */
+	if (!o || json_tokener_get_error(tok) != json_tokener_success ||
+	    strspn(text + tok->char_offset, " \t\r\n") != len - (size_t)tok->char_offset ||
+	    !json_object_is_type(o, json_type_object))
+		goto out;
+	if (!json_object_object_get_ex(o, "version", &v) || !json_object_is_type(v, json_type_int) ||
+	    json_object_get_int(v) != STATE_VERSION)
+		goto out;
+	fid = str_field(o, "id", SNAP_FS_ID_MAX + 1);
+	ref = str_field(o, "ref", SNAP_REF_MAX);
+	pinned = str_field(o, "pinned", SNAP_REF_MAX);
+	layer = str_field(o, "layer", 80);
+	init = str_field(o, "init", IMGFS_INIT_MAX * 2 + 1);
+	if (!fid || strcmp(fid, id) || !ref || !*ref || !pinned || !layer || !init ||
+	    (*layer && !reg_digest_valid(layer)) ||
+	    !json_object_object_get_ex(o, "labels", &labels) || !json_object_is_type(labels, json_type_object))
+		goto out;
+	json_object_object_foreach(labels, lk, lv) {
+		(void)lk;
+		if (!json_object_is_type(lv, json_type_string))
+			goto out;
+	}
+	m = lz_calloc(1, sizeof(*m));
+	if (!m) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	snprintf(m->id, sizeof(m->id), "%s", id);
+	snprintf(m->ref, sizeof(m->ref), "%s", ref);
+	snprintf(m->pinned, sizeof(m->pinned), "%s", pinned);
+	snprintf(m->layer, sizeof(m->layer), "%s", layer);
+	m->labels_json = strdup(json_object_to_json_string_ext(labels, JSON_C_TO_STRING_PLAIN));
+	if (!m->labels_json || strlen(m->labels_json) > SNAP_LABELS_MAX ||
+	    unhex(init, m->init_req, sizeof(m->init_req), &m->init_len)) {
+		free(m->labels_json);
+		free(m);
+		m = NULL;
+		goto out;
+	}
+	*out = m;
+	ret = 0;
+out:
+	json_object_put(o);
+	json_tokener_free(tok);
+	return ret;
+}
+
+static int load_one(const char *path, const char *id, struct snap_mnt **out)
+{
 	char *text = NULL;
 	struct stat st;
-	int fd, ret = -EINVAL;
+	int fd, ret;
 	ssize_t n;
 
 	fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -232,47 +290,12 @@ static int load_one(const char *path, const char *id, struct snap_mnt **out)
 	}
 	n = read(fd, text, (size_t)st.st_size);
 	close(fd);
-	if (n != st.st_size)
-		goto out;
+	if (n != st.st_size) {
+		free(text);
+		return -EIO;
+	}
 	text[n] = 0;
-	o = json_tokener_parse(text);
-	if (!o || !json_object_is_type(o, json_type_object))
-		goto out;
-	{
-		json_object *v;
-
-		if (!json_object_object_get_ex(o, "version", &v) || json_object_get_int(v) != STATE_VERSION)
-			goto out;
-	}
-	fid = str_field(o, "id", SNAP_FS_ID_MAX + 1);
-	ref = str_field(o, "ref", SNAP_REF_MAX);
-	pinned = str_field(o, "pinned", SNAP_REF_MAX);
-	layer = str_field(o, "layer", 80);
-	init = str_field(o, "init", IMGFS_INIT_MAX * 2 + 1);
-	if (!fid || strcmp(fid, id) || !ref || !*ref || !pinned || !layer || !init ||
-	    (*layer && !reg_digest_valid(layer)) ||
-	    !json_object_object_get_ex(o, "labels", &labels) || !json_object_is_type(labels, json_type_object))
-		goto out;
-	m = lz_calloc(1, sizeof(*m));
-	if (!m) {
-		ret = -ENOMEM;
-		goto out;
-	}
-	snprintf(m->id, sizeof(m->id), "%s", id);
-	snprintf(m->ref, sizeof(m->ref), "%s", ref);
-	snprintf(m->pinned, sizeof(m->pinned), "%s", pinned);
-	snprintf(m->layer, sizeof(m->layer), "%s", layer);
-	m->labels_json = strdup(json_object_to_json_string_ext(labels, JSON_C_TO_STRING_PLAIN));
-	if (!m->labels_json || unhex(init, m->init_req, sizeof(m->init_req), &m->init_len)) {
-		free(m->labels_json);
-		free(m);
-		m = NULL;
-		goto out;
-	}
-	*out = m;
-	ret = 0;
-out:
-	json_object_put(o);
+	ret = snapfs_state_parse(text, (size_t)n, id, out);
 	free(text);
 	return ret;
 }
