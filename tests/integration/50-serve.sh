@@ -250,6 +250,21 @@ reg_check "umount --server m2: gone from the list and /proc/mounts" \
 	'! reg_is_mounted "$R/mnt/m2" && ! "$LAZYIMG" list --server "$SOCK" | grep -q "^m2 "'
 expect_err "usage still refuses a bad digest after the restart" 400 GET '/api/v1/usage?digest=nope'
 
+# server and holder both gone (a reboot, an OOM kill of both): the kernel mounts die with the
+# last fd; the next server detaches them and mounts afresh from the persisted state
+HP=$(holder_pid "$R")
+kill -9 "$RSERVE" "$HP"; wait "$RSERVE" 2>/dev/null || true
+for _ in $(seq 50); do kill -0 "$HP" 2>/dev/null || break; sleep 0.05; done
+reg_check "with server and holder dead, m1 answers ENOTCONN" '! stat "$R/mnt/m1/etc" 2> "$W/stat.err" && grep -q "not connected" "$W/stat.err"'
+start_serve "$R" "$W/serve.log" || reg_die "the third lazyimg serve did not come up"
+RSERVE=$SERVE_PID
+got=$(api GET /api/v1/mounts)
+reg_check "m1 and c1 are mounted afresh (not adopted): $(jq -c '[.mounts[] | [.id, .state, .adopted]]' <<< "${got#* }")" \
+	'[ "$(jq -r "[.mounts[] | select(.ready and (.adopted | not)) | .id] | sort | join(\" \")" <<< "${got#* }")" = "c1 m1" ]'
+reg_check "... and serve the source bytes, one kernel mount each" \
+	'cmp "$R/mnt/m1/blobs/random-4m.bin" "$W/rootfs/blobs/random-4m.bin" && cmp "$R/mnt/c1/etc/hello.txt" "$W/rootfs/etc/hello.txt" &&
+	 [ "$(awk -v r="$R/mnt/" "index(\$2, r) == 1" /proc/mounts | wc -l)" = 2 ]'
+
 # ---------------------------------------------------------------- D. full disk under the cache
 mkdir -p "$R2/cache"
 mount -t tmpfs -o size=3m tmpfs "$R2/cache"
