@@ -2,6 +2,7 @@
 #define LZ_MOD "fs"
 #define FUSE_USE_VERSION 312
 #include "lazyimg/imgfs.h"
+#include "imgfs_int.h"
 
 #include <fuse_lowlevel.h>
 #include <linux/fuse.h>
@@ -31,6 +32,7 @@ struct imgfs {
 	unsigned max_threads;
 	bool handover;
 	_Atomic uint64_t inflight;
+	struct imgfs_parents parents;
 	_Atomic uint64_t slot_t0[IMGFS_TRACK_SLOTS];  /* start (us) of a timed read, 0 = free */
 	_Alignas(8) uint8_t init_req[IMGFS_INIT_MAX]; /* libfuse reads it as a request */
 	size_t init_len;
@@ -124,6 +126,8 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_entry(req, &e);
 		return;
 	}
+	if (!ret && S_ISDIR(a.mode))
+		ret = imgfs_parents_check(&fs->parents, a.ino, parent, name, strlen(name));
 	if (ret) {
 		reply_err(req, ret);
 		return;
@@ -340,6 +344,7 @@ struct dirbuf {
 	size_t size, used;
 	bool plus;
 	int err;
+	uint64_t dir;
 };
 
 static int dir_fill(void *arg, const struct img_dirent *de)
@@ -354,6 +359,14 @@ static int dir_fill(void *arg, const struct img_dirent *de)
 	}
 	memcpy(name, de->name, de->name_len);
 	name[de->name_len] = 0;
+	if (de->type == S_IFDIR && strcmp(name, ".") && strcmp(name, "..")) {
+		int ret = imgfs_parents_check(&d->fs->parents, de->ino, d->dir, de->name, de->name_len);
+
+		if (ret) {
+			d->err = ret;
+			return 1;
+		}
+	}
 	if (d->plus) {
 		struct fuse_entry_param e;
 		struct img_attr a;
@@ -387,7 +400,8 @@ static int dir_fill(void *arg, const struct img_dirent *de)
 static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus)
 {
 	struct imgfs *fs = fs_of(req);
-	struct dirbuf d = { .req = req, .fs = fs, .size = LZ_MIN(size, (size_t)IMGFS_MAX_READ), .plus = plus };
+	struct dirbuf d = { .req = req, .fs = fs, .size = LZ_MIN(size, (size_t)IMGFS_MAX_READ), .plus = plus,
+			    .dir = ino };
 	int ret;
 
 	atomic_fetch_add_explicit(&fs->st_readdirs, 1, memory_order_relaxed);
@@ -689,6 +703,7 @@ int imgfs_mount(struct image *img, const struct imgfs_opts *o, struct imgfs **ou
 		return -ENOMEM;
 	}
 	fs->img = img;
+	imgfs_parents_init(&fs->parents);
 	fs->max_threads = o->max_threads;
 	fs->handover = o->handover || adopt > 0;
 	snprintf(sub, sizeof(sub), "%s", o->subtype ? o->subtype : img->format);
@@ -799,6 +814,7 @@ void imgfs_destroy(struct imgfs *fs)
 			fuse_session_unmount(fs->se);
 		fuse_session_destroy(fs->se);
 	}
+	imgfs_parents_exit(&fs->parents);
 	free(fs);
 }
 
