@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 /* more distinct files than any image we would prefetch from; beyond it we stop noting */
@@ -362,12 +363,168 @@ void snap_record_free(struct snap_record *r)
 	free(r);
 }
 
-int snap_source_use_list(struct snap_source *s, const char *path)
+int snap_source_set_prefetch(struct snap_source *s, int mode, const char *path)
 {
 	/* the path is kept, not copied: the caller's buffer lives as long as the mount */
-	if (!s || !path)
+	if (!s || mode < SNAP_PREFETCH_TABLE || mode > SNAP_PREFETCH_ALL || (mode == SNAP_PREFETCH_LIST && !path))
 		return -EINVAL;
-	s->o.prefetch = SNAP_PREFETCH_LIST;
-	s->o.prefetch_files = path;
+	s->o.prefetch = mode;
+	s->o.prefetch_files = mode == SNAP_PREFETCH_LIST ? path : NULL;
 	return 0;
+}
+
+/* ---------- replay: read a recorded list back, several files at a time ---------- */
+
+/* a recorded list longer than this is not a start-up working set */
+#define REPLAY_MAX_FILES (1u << 20)
+#define REPLAY_MAX_THREADS 32
+#define REPLAY_BUF (1u << 20)
+
+struct snap_replay {
+	struct image *img;              /* borrowed */
+	char **paths;
+	size_t n;
+	_Atomic size_t next;            /* the next list entry a thread takes */
+	_Atomic bool stop;
+	_Atomic uint64_t files, bytes;
+	pthread_t th[REPLAY_MAX_THREADS];
+	unsigned nth;
+	double t0;
+};
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Resolve a list path from the root; 0 and the inode of a regular file, else negative. */
+static int resolve(struct image *img, char *path, uint64_t *ino, uint64_t *size)
+{
+	struct img_attr a = { .ino = IMG_ROOT_INO };
+	char *save = NULL, *tok;
+	uint64_t cur = IMG_ROOT_INO;
+
+	for (tok = strtok_r(path, "/", &save); tok; tok = strtok_r(NULL, "/", &save)) {
+		int ret = img->ops->lookup(img, cur, tok, strlen(tok), &a);
+
+		if (ret)
+			return ret;
+		cur = a.ino;
+	}
+	if (cur == IMG_ROOT_INO || !S_ISREG(a.mode))
+		return -ENOENT;
+	*ino = cur;
+	*size = a.size;
+	return 0;
+}
+
+static void *replay_main(void *arg)
+{
+	struct snap_replay *rp = arg;
+	uint8_t *buf = lz_malloc(REPLAY_BUF);
+
+	if (!buf)
+		return NULL;
+	/* these fetches are prefetch: counted as such, and readers never wait behind them by policy */
+	snap_cache_set_prefetch_thread(true);
+	while (!atomic_load(&rp->stop)) {
+		size_t i = atomic_fetch_add(&rp->next, 1);
+		uint64_t ino, size;
+
+		if (i >= rp->n)
+			break;
+		if (resolve(rp->img, rp->paths[i], &ino, &size))
+			continue; /* a hint only: the image may have changed under the tag */
+		for (uint64_t off = 0; off < size && !atomic_load(&rp->stop);) {
+			ssize_t r = rp->img->ops->read(rp->img, ino, buf, REPLAY_BUF, off);
+
+			if (r <= 0)
+				break;
+			off += (uint64_t)r;
+			atomic_fetch_add(&rp->bytes, (uint64_t)r);
+		}
+		atomic_fetch_add(&rp->files, 1);
+	}
+	free(buf);
+	return NULL;
+}
+
+int snap_replay_start(struct image *img, const char *list, unsigned nthreads, struct snap_replay **out)
+{
+	struct snap_replay *rp;
+	char line[8192];
+	FILE *f;
+	int ret = 0;
+
+	if (!nthreads || nthreads > REPLAY_MAX_THREADS)
+		return -EINVAL;
+	f = fopen(list, "re");
+	if (!f)
+		return -errno;
+	rp = lz_calloc(1, sizeof(*rp));
+	if (!rp) {
+		fclose(f);
+		return -ENOMEM;
+	}
+	rp->img = img;
+	while (fgets(line, sizeof(line), f)) {
+		char **np;
+
+		line[strcspn(line, "\r\n")] = 0;
+		if (!line[0])
+			continue;
+		if (rp->n >= REPLAY_MAX_FILES) {
+			lz_warn("%s: more than %u paths; the rest are not prefetched", list, REPLAY_MAX_FILES);
+			break;
+		}
+		np = lz_realloc(rp->paths, (rp->n + 1) * sizeof(*np));
+		if (!np) {
+			ret = -ENOMEM;
+			break;
+		}
+		rp->paths = np;
+		if (!(rp->paths[rp->n] = strdup(line))) {
+			ret = -ENOMEM;
+			break;
+		}
+		rp->n++;
+	}
+	fclose(f);
+	rp->t0 = now_s();
+	for (unsigned i = 0; !ret && i < nthreads && i < rp->n; i++) {
+		ret = -pthread_create(&rp->th[i], NULL, replay_main, rp);
+		if (!ret)
+			rp->nth++;
+	}
+	if (ret && !rp->nth) {
+		snap_replay_stop(rp);
+		return ret;
+	}
+	lz_info("prefetching %zu recorded files with %u threads", rp->n, rp->nth);
+	*out = rp;
+	return 0;
+}
+
+uint64_t snap_replay_bytes(struct snap_replay *rp)
+{
+	return rp ? atomic_load(&rp->bytes) : 0;
+}
+
+void snap_replay_stop(struct snap_replay *rp)
+{
+	if (!rp)
+		return;
+	atomic_store(&rp->stop, true);
+	for (unsigned i = 0; i < rp->nth; i++)
+		pthread_join(rp->th[i], NULL);
+	lz_info("recorded prefetch: %llu files, %llu bytes read in %.2f s",
+		(unsigned long long)atomic_load(&rp->files), (unsigned long long)atomic_load(&rp->bytes),
+		now_s() - rp->t0);
+	for (size_t i = 0; i < rp->n; i++)
+		free(rp->paths[i]);
+	free(rp->paths);
+	free(rp);
 }

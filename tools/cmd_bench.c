@@ -983,6 +983,8 @@ static int write_plot(const struct bench *b, const char *path)
 	FILE *f;
 	int ret;
 
+	if (strchr(path, '\''))
+		return -EINVAL; /* it goes into the gnuplot script between single quotes */
 	snprintf(dat, sizeof(dat), "%s/plot.dat", b->dir);
 	snprintf(gp, sizeof(gp), "%s/plot.gp", b->dir);
 	f = fopen(dat, "we");
@@ -1010,8 +1012,12 @@ static int write_plot(const struct bench *b, const char *path)
 	f = fopen(gp, "we");
 	if (!f)
 		return -errno;
-	fprintf(f, "set terminal svg size 1100,520 dynamic font 'sans,11' background rgb 'white'\n"
-		   "set output '%s'\n"
+	/* FILE.png: the same chart as a PNG (for viewers without SVG) */
+	if (strlen(path) > 4 && !strcmp(path + strlen(path) - 4, ".png"))
+		fputs("set terminal pngcairo size 1100,520 font 'sans,10' background rgb 'white'\n", f);
+	else
+		fputs("set terminal svg size 1100,520 dynamic font 'sans,11' background rgb 'white'\n", f);
+	fprintf(f, "set output '%s'\n"
 		   "set datafile missing '?'\n"
 		   "set multiplot layout 1,2 title 'lazyimg bench: median of %d cold runs (%s); %s'\n"
 		   "set style data histograms\nset style histogram clustered gap 1\n"
@@ -1070,7 +1076,7 @@ static void bench_usage(FILE *out)
 	      "                          sch_netem: delay by an in-process relay, rate by tbf\n"
 	      "  --insecure              plain-HTTP registry   --ca-file FILE   its CA\n"
 	      "output:\n"
-	      "  --json FILE  --csv FILE  --plot FILE.svg (gnuplot)\n"
+	      "  --json FILE  --csv FILE  --plot FILE.svg|FILE.png (gnuplot)\n"
 	      "  --workdir DIR           where mounts, caches and pulls go (default: /var/tmp)\n"
 	      "  --registry-log FILE     the registry's access log: bytes and requests per run\n"
 	      "                          as the registry saw them (stargz-store reports none)\n"

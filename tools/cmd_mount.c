@@ -240,6 +240,7 @@ int cmd_mount(int argc, char **argv)
 	bool fg = false;
 	struct rafs *fs = NULL;
 	struct snap_record *rec = NULL;
+	struct snap_replay *replay = NULL;
 	const char *record_file = NULL, *pf_source = "local";
 	static char record_real[PATH_MAX], record_keep[PATH_MAX];
 	bool pf_explicit = false;
@@ -368,8 +369,9 @@ int cmd_mount(int argc, char **argv)
 		if (snap_record_path(so.cache_dir, snap_source_digest(src), record_keep, sizeof(record_keep))) {
 			record_keep[0] = 0;
 		} else if (!pf_explicit && access(record_keep, R_OK) == 0) {
-			/* a workload recorded on this image before: prefetch what it read */
-			snap_source_use_list(src, record_keep);
+			/* a workload recorded on this image before: replay what it read (below),
+			 * in place of the image's prefetch table */
+			snap_source_set_prefetch(src, SNAP_PREFETCH_NONE, NULL);
 			pf_source = "recorded";
 			lz_info("prefetching the list recorded for this image: %s", record_keep);
 		}
@@ -492,6 +494,10 @@ opened:
 			}
 			goto fail;
 		}
+		/* several files in flight at once: one request at a time is what makes lazy pull slow */
+		if (!strcmp(pf_source, "recorded") &&
+		    (ret = snap_replay_start(snap_source_image(src), record_keep, 8, &replay)))
+			lz_warn("recorded list %s not prefetched: %s", record_keep, lz_strerror(ret));
 	}
 	ret = imgfs_mount(img, &fo, &g_fs);
 	if (ret) {
@@ -530,6 +536,7 @@ opened:
 	lz_ctl_stop(ctl);
 	imgfs_destroy(g_fs);
 	g_fs = NULL;
+	snap_replay_stop(replay);
 	/* after the last FUSE request: the list is complete */
 	if (rec && snap_record_flush(rec))
 		ret = ret ? ret : 1;
@@ -540,6 +547,7 @@ opened:
 	lz_info("server for %s stopped", fo.mountpoint);
 	return ret ? 1 : 0;
 fail:
+	snap_replay_stop(replay);
 	snap_record_free(rec);
 	rafs_close(fs);
 	snap_source_close(src);

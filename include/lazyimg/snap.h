@@ -71,7 +71,16 @@ int snap_record_flush(struct snap_record *r);
 void snap_record_free(struct snap_record *r);
 /* <cache_dir>/records/<hex>.list: where a mount keeps the list recorded for a manifest digest. */
 int snap_record_path(const char *cache_dir, const char *digest, char *buf, size_t size);
-/* Prefetch this list (path kept, not copied) instead; call before snap_source_start. */
-int snap_source_use_list(struct snap_source *s, const char *path);
+/* Change what snap_source_start prefetches (SNAP_PREFETCH_*; path kept, not copied). */
+int snap_source_set_prefetch(struct snap_source *s, int mode, const char *path);
+/*
+ * Replay a recorded list: nthreads threads read the listed files through
+ * img (so through its cache), several files in flight at once, in list
+ * order. Start after snap_source_start; stop before closing the source.
+ */
+struct snap_replay;
+int snap_replay_start(struct image *img, const char *list, unsigned nthreads, struct snap_replay **out);
+uint64_t snap_replay_bytes(struct snap_replay *rp);
+void snap_replay_stop(struct snap_replay *rp);
 
 #endif

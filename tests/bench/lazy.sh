@@ -106,8 +106,8 @@ for fmt in ("", " nydus", " estargz"):
         continue
     a, b = cold["total_ms"]["median"], rec["total_ms"]["median"]
     wa, wb = cold["workload_ms"]["median"], rec["workload_ms"]["median"]
-    verdict = "faster" if b < a else "NOT faster"
+    verdict = f"faster: {a / b:.1f}x" if b < a else "NOT faster"
     print(f"# under '{d['netem_requested']}': with the recorded list{fmt} the cold start-up (mount + workload) took "
-          f"{b:.0f} ms vs {a:.0f} ms without ({verdict}, {100 * (a - b) / a:+.0f} %); workload alone {wb:.0f} vs {wa:.0f} ms")
+          f"{b:.0f} ms vs {a:.0f} ms without ({verdict}); workload alone {wb:.0f} vs {wa:.0f} ms")
 PY
 echo "# outputs: $OUT (lazy-*.txt/json/csv/svg)"
