@@ -272,7 +272,9 @@ static int do_mount(struct snap_fs *fs, struct snap_mnt *m, int adopt_fd)
 		.mountpoint = m->mnt,
 		.fsname = "lazyimg",
 		.max_threads = fs->o.threads > 0 ? (unsigned)fs->o.threads : 0,
-		.handover = fs->holder != NULL,
+		/* always: this file, not libfuse, decides when a mountpoint is unmounted
+		 * (a drained session must never unmount a newer mount of its id) */
+		.handover = true,
 		.allow_other = true,
 	};
 	const char *ref = m->pinned[0] ? m->pinned : m->ref;
@@ -311,7 +313,7 @@ static int do_mount(struct snap_fs *fs, struct snap_mnt *m, int adopt_fd)
 		       m->mnt);
 		goto fail;
 	}
-	if (fs->holder && !m->adopted) {
+	if (!m->adopted) {
 		const void *init = imgfs_init_request(m->ifs, &m->init_len);
 
 		memcpy(m->init_req, init, m->init_len);
@@ -581,18 +583,24 @@ int snapfs_umount(struct snap_fs *fs, const char *id, bool nowait)
 		pthread_mutex_unlock(&fs->lock);
 		return ret; /* unknown id: 0, as nydus-snapshotter */
 	}
-	unlink_mnt(fs, m);
-	pthread_cond_broadcast(&fs->cond);
 	pthread_mutex_unlock(&fs->lock);
 
+	/* the entry stays listed (busy) until the mountpoint is gone: a new Mount of
+	 * the id waits instead of racing with the rmdir */
 	do_umount(fs, m);
 	if (!m->loop_started || loop_wait(m, SNAP_UMOUNT_WAIT_MS)) {
+		pthread_mutex_lock(&fs->lock);
+		unlink_mnt(fs, m);
+		pthread_cond_broadcast(&fs->cond);
+		pthread_mutex_unlock(&fs->lock);
 		mnt_free(fs, m);
 		return 0;
 	}
 	/* open files keep the detached superblock alive: let the session finish them */
 	lz_info("snapshot %s: unmounted; its session serves open files until they are closed", id);
 	pthread_mutex_lock(&fs->lock);
+	unlink_mnt(fs, m);
+	pthread_cond_broadcast(&fs->cond);
 	m->next = fs->draining;
 	fs->draining = m;
 	pthread_mutex_unlock(&fs->lock);
@@ -1009,8 +1017,10 @@ void snap_fs_close(struct snap_fs *fs)
 			continue;
 		fs->mounts = m->next;
 		pthread_mutex_unlock(&fs->lock);
-		/* handover: the kernel mount and the holder's fd stay for the next server;
-		 * without a holder imgfs_destroy unmounts and the state re-mounts later */
+		/* with a holder the kernel mount and its fd stay for the next server;
+		 * without one the mount goes and the state re-mounts it at the next open */
+		if (!fs->holder && m->ifs)
+			umount2(m->mnt, MNT_DETACH);
 		mnt_free(fs, m);
 		pthread_mutex_lock(&fs->lock);
 	}

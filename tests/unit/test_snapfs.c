@@ -527,6 +527,68 @@ out:
 	}
 }
 
+struct conc_arg {
+	struct snap_fs *fs;
+	int op;          /* 0 mount, 1 umount */
+	int ret;
+};
+
+static void *conc_main(void *p)
+{
+	struct conc_arg *a = p;
+
+	a->ret = a->op ? snap_fs_umount(a->fs, "same") : mount_ref(a->fs, "same", ref);
+	return NULL;
+}
+
+/* Many threads mount (and unmount) one id at once: serialised, never two kernel mounts,
+ * the persisted state always agrees with the outcome. */
+static void test_concurrent_same_id(void)
+{
+	struct snap_fs *fs = open_fs("r5", NULL, 0);
+	struct conc_arg a[8];
+	pthread_t th[8];
+	char mnt[512], st[512];
+	struct snap_fs_info in;
+
+	if (!fs)
+		return;
+	snprintf(mnt, sizeof(mnt), "%.200s/r5/mnt/same", work);
+	snprintf(st, sizeof(st), "%.200s/r5/state/same.json", work);
+	for (int i = 0; i < 8; i++) {
+		a[i] = (struct conc_arg){ fs, 0, -1 };
+		pthread_create(&th[i], NULL, conc_main, &a[i]);
+	}
+	for (int i = 0; i < 8; i++) {
+		pthread_join(th[i], NULL);
+		T_EQ_INT(a[i].ret, 0);
+	}
+	T_EQ_INT(mounted(mnt), 1);
+	T_EQ_INT(access(st, F_OK), 0);
+	/* mounts and umounts interleaved: whatever the order, state and kernel agree */
+	for (int round = 0; round < 3; round++) {
+		for (int i = 0; i < 8; i++) {
+			a[i] = (struct conc_arg){ fs, i % 2, -1 };
+			pthread_create(&th[i], NULL, conc_main, &a[i]);
+		}
+		for (int i = 0; i < 8; i++) {
+			pthread_join(th[i], NULL);
+			T_EQ_INT(a[i].ret, 0);
+		}
+		if (snap_fs_get(fs, "same", &in) == 0) {
+			T_EQ_STR(in.state, "ready");
+			T_EQ_INT(mounted(mnt), 1);
+			T_EQ_INT(access(st, F_OK), 0);
+		} else {
+			T_EQ_INT(mounted(mnt), 0);
+			T_ASSERT(access(st, F_OK) != 0);
+		}
+	}
+	T_EQ_INT(snap_fs_teardown(fs), 0);
+	T_EQ_INT(mounted(mnt), 0);
+	snap_fs_close(fs);
+}
+
 struct slow_arg {
 	struct snap_fs *fs;
 	char ref[128];
@@ -597,6 +659,7 @@ int main(void)
 	printf("registry %s, image %s\n", host, ref);
 	test_mount_cycle();
 	test_restore_without_holder();
+	test_concurrent_same_id();
 	test_restart_with_holder();
 	test_deadline_and_busy();
 	stop_registry();
