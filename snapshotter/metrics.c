@@ -89,7 +89,7 @@ static const struct counter counters[] = {
 	C("read_errors_total", "FUSE reads answered with an error.", "counter", read_errors),
 	C("lookups_total", "FUSE lookups.", "counter", lookups),
 	C("inflight_requests", "FUSE reads being served now.", "gauge", inflight),
-	C("hung_requests", "FUSE reads running for more than 10 s.", "gauge", hung),
+	C("hung_requests", "FUSE reads running longer than the hung threshold (serve --hung-ms, default 10 s).", "gauge", hung),
 };
 #undef C
 

@@ -57,6 +57,7 @@ static void serve_usage(FILE *out)
 	      "  --no-prefetch          ignore the images' prefetch tables\n"
 	      "  --threads N            at most N FUSE worker threads, shared by all mounts\n"
 	      "                         (default 64; they start at 4 and grow when all are busy)\n"
+	      "  --hung-ms MS           a read running longer is reported as hung (default 10000)\n"
 	      "  --log-level LEVEL      error, warn (default), info or debug\n"
 	      "  -h, --help             this text\n", out);
 }
@@ -162,6 +163,7 @@ int cmd_serve(int argc, char **argv)
 		{ "prefetch-all", no_argument, NULL, 'X' },
 		{ "no-prefetch", no_argument, NULL, 'n' },
 		{ "threads", required_argument, NULL, 'T' },
+		{ "hung-ms", required_argument, NULL, 'G' },
 		{ "log-level", required_argument, NULL, 'l' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
@@ -203,6 +205,7 @@ int cmd_serve(int argc, char **argv)
 		case 'X': o.prefetch = SNAP_PREFETCH_ALL; break;
 		case 'n': o.prefetch = SNAP_PREFETCH_NONE; break;
 		case 'T': o.threads = atoi(optarg); break;
+		case 'G': o.hung_ms = atoi(optarg); break;
 		case 'l':
 			if (cli_log_level(optarg) < 0) {
 				fprintf(stderr, "lazyimg serve: --log-level: unknown level '%s'\n", optarg);

@@ -53,6 +53,7 @@ struct snap_fs_opts {
 	 */
 	const char *fd_holder;
 	bool no_restore;               /* do not restore persisted mounts at open */
+	int hung_ms;                   /* a read running longer counts as hung; 0 = 10 s */
 };
 
 /* Open (creating dirs) and restore every persisted mount. */
@@ -104,9 +105,9 @@ struct snap_fs_stats {
 	uint64_t reads, read_bytes, read_errors, lookups;
 	uint64_t lat[32];              /* read latency histogram, bucket i = [2^i, 2^(i+1)) us */
 	uint64_t lat_p50_us, lat_p90_us, lat_p99_us, lat_max_us;
-	uint64_t inflight, hung;       /* reads running now / running for more than 10 s */
+	uint64_t inflight, hung;       /* reads running now / running longer than hung_ms */
 };
-#define SNAP_FS_HUNG_US (10ull * 1000 * 1000)
+#define SNAP_FS_HUNG_MS_DEFAULT 10000
 int snap_fs_stats(struct snap_fs *fs, const char *id, struct snap_fs_stats *st);
 /* Bytes the shared blob cache uses in total. */
 uint64_t snap_fs_cache_total(struct snap_fs *fs);

@@ -103,7 +103,7 @@ echo "registry $REGISTRY_HOST, proxy $PROXY_HOST, image converted ($(( $(date +%
 
 # ---------------------------------------------------------------- A. CLI
 SOCK=$R/lazyimg.sock
-start_serve "$R" "$W/serve.log" || reg_die "lazyimg serve did not come up"
+start_serve "$R" "$W/serve.log" --hung-ms 1000 || reg_die "lazyimg serve did not come up"
 reg_check "control socket is mode 0600" '[ "$(stat -c %a "$SOCK")" = 600 ]'
 m1=$("$LAZYIMG" mount --server "$SOCK" "$REF" m1) || reg_die "mount --server m1 failed"
 reg_check "mount --server prints the mountpoint $m1" '[ "$m1" = "$R/mnt/m1" ]'
@@ -211,6 +211,9 @@ for _ in $(seq 60); do
 done
 reg_check "reader 2's read is in flight in the server" \
 	'metrics_has "^lazyimg_inflight_requests{id=\"c1\"} [1-9]"'
+for _ in $(seq 40); do metrics_has '^lazyimg_hung_requests{id="c1"} [1-9]' && break; sleep 0.05; done
+reg_check "after 1 s it counts as hung (--hung-ms 1000), the other mounts have none" \
+	'metrics_has "^lazyimg_hung_requests{id=\"c1\"} [1-9]" && grep -q "^lazyimg_hung_requests{id=\"m1\"} 0" "$W/metrics.now"'
 OLD=$SERVE_PID
 kill -9 "$OLD"
 wait "$OLD" 2>/dev/null || true
