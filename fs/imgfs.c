@@ -29,6 +29,7 @@ struct imgfs {
 	_Atomic long err_log;
 	_Atomic uint64_t lat[IMGFS_LAT_BUCKETS];
 	_Atomic uint64_t lat_max;
+	_Atomic uint64_t lat_sum;
 	unsigned max_threads;
 	bool handover;
 	_Atomic uint64_t inflight;
@@ -250,6 +251,7 @@ static void record_latency(struct imgfs *fs, uint64_t us)
 	uint64_t m = atomic_load_explicit(&fs->lat_max, memory_order_relaxed);
 
 	atomic_fetch_add_explicit(&fs->lat[LZ_MIN(b, IMGFS_LAT_BUCKETS - 1u)], 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&fs->lat_sum, us, memory_order_relaxed);
 	while (us > m && !atomic_compare_exchange_weak(&fs->lat_max, &m, us))
 		;
 }
@@ -842,6 +844,7 @@ void imgfs_get_stats(const struct imgfs *fs, struct imgfs_stats *st)
 				st->lat_p99_us = 2ull << i;
 		}
 		st->lat_max_us = atomic_load(&fs->lat_max);
+		st->lat_sum_us = atomic_load(&fs->lat_sum);
 		st->lat_p50_us = LZ_MIN(st->lat_p50_us, st->lat_max_us);
 		st->lat_p90_us = LZ_MIN(st->lat_p90_us, st->lat_max_us);
 		st->lat_p99_us = LZ_MIN(st->lat_p99_us, st->lat_max_us);

@@ -831,6 +831,7 @@ int snap_fs_stats(struct snap_fs *fs, const char *id, struct snap_fs_stats *st)
 		st->lat_p90_us = is.lat_p90_us;
 		st->lat_p99_us = is.lat_p99_us;
 		st->lat_max_us = is.lat_max_us;
+		st->lat_sum_us = is.lat_sum_us;
 		imgfs_inflight(m->ifs, (uint64_t)(fs->o.hung_ms > 0 ? fs->o.hung_ms : SNAP_FS_HUNG_MS_DEFAULT) * 1000u,
 			       &st->inflight, &st->hung);
 		ret = 0;

@@ -146,6 +146,8 @@ int snapfs_metrics(struct snap_fs *fs, char **out)
 			acc += st[i].lat[j];
 		sb_printf(&b, "lazyimg_read_latency_seconds_bucket{id=\"%s\",le=\"+Inf\"} %llu\n", v[i].id,
 			  (unsigned long long)acc);
+		sb_printf(&b, "lazyimg_read_latency_seconds_sum{id=\"%s\"} %.6f\n", v[i].id,
+			  (double)st[i].lat_sum_us / 1e6);
 		sb_printf(&b, "lazyimg_read_latency_seconds_count{id=\"%s\"} %llu\n", v[i].id,
 			  (unsigned long long)acc);
 	}

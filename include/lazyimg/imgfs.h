@@ -45,6 +45,7 @@ struct imgfs_stats {
 	uint64_t reads, read_bytes, read_errors, lookups, readdirs;
 	uint64_t lat[IMGFS_LAT_BUCKETS];
 	uint64_t lat_p50_us, lat_p90_us, lat_p99_us, lat_max_us;
+	uint64_t lat_sum_us;    /* sum of all read latencies (a Prometheus histogram's _sum) */
 };
 
 /* Create the session and mount it. The image stays owned by the caller and

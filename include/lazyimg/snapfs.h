@@ -104,7 +104,7 @@ struct snap_fs_stats {
 	struct snap_stats src;
 	uint64_t reads, read_bytes, read_errors, lookups;
 	uint64_t lat[32];              /* read latency histogram, bucket i = [2^i, 2^(i+1)) us */
-	uint64_t lat_p50_us, lat_p90_us, lat_p99_us, lat_max_us;
+	uint64_t lat_p50_us, lat_p90_us, lat_p99_us, lat_max_us, lat_sum_us;
 	uint64_t inflight, hung;       /* reads running now / running longer than hung_ms */
 };
 #define SNAP_FS_HUNG_MS_DEFAULT 10000

@@ -135,6 +135,31 @@ reg_check "/metrics: per-mount bytes, hits, latency histogram, in-flight, hung, 
 	 grep -q "^lazyimg_inflight_requests{id=\"m1\"} 0" "$W/metrics" &&
 	 grep -q "^lazyimg_hung_requests{id=\"m1\"} 0" "$W/metrics" &&
 	 grep -q "^lazyimg_cache_usage_bytes [1-9]" "$W/metrics"'
+# an independent parser: Debian's python3-prometheus-client (installed if missing)
+/usr/bin/python3 -c 'import prometheus_client' 2> /dev/null ||
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-prometheus-client > /dev/null 2>&1 || true
+cat > "$W/prom.py" <<'PY'
+import sys
+from prometheus_client.parser import text_string_to_metric_families
+fams = {f.name: f for f in text_string_to_metric_families(open(sys.argv[1]).read())}
+h = fams["lazyimg_read_latency_seconds"]
+assert h.type == "histogram", h.type
+ids = {s.labels["id"] for s in h.samples}
+for i in ids:
+    b = [(float(s.labels["le"]), s.value) for s in h.samples if s.labels["id"] == i and s.name.endswith("_bucket")]
+    b.sort()
+    assert all(x[1] <= y[1] for x, y in zip(b, b[1:])), "buckets not cumulative"
+    cnt = [s.value for s in h.samples if s.labels["id"] == i and s.name.endswith("_count")][0]
+    sm = [s.value for s in h.samples if s.labels["id"] == i and s.name.endswith("_sum")][0]
+    assert b[-1][0] == float("inf") and b[-1][1] == cnt and sm >= 0, (b[-1], cnt, sm)
+for n in ("lazyimg_backend_bytes", "lazyimg_cache_hits", "lazyimg_reads"):
+    assert fams[n].type == "counter", n
+for n in ("lazyimg_inflight_requests", "lazyimg_hung_requests", "lazyimg_cache_usage_bytes"):
+    assert fams[n].type == "gauge", n
+print(len(fams), "families,", len(ids), "mounts in the histogram")
+PY
+reg_check "/metrics parses as Prometheus text (python3-prometheus-client): $(/usr/bin/python3 "$W/prom.py" "$W/metrics" 2>&1 | tail -n 1)" \
+	'/usr/bin/python3 "$W/prom.py" "$W/metrics" > /dev/null'
 nw=$(awk '$1 == "lazyimg_fuse_worker_threads" { print $2 }' "$W/metrics")
 reg_check "two mounts share $nw FUSE worker threads (a pool, not a loop per mount)" '[ -n "$nw" ] && [ "$nw" -ge 1 ] && [ "$nw" -le 8 ]'
 
