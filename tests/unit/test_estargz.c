@@ -10,7 +10,8 @@
  * of malformed inputs in tests/bad/stargz; and, printed (never asserted), the
  * parse time and memory of a 100k-entry TOC and libdeflate vs zlib.
  *
- * `test_estargz bench [N]` prints only the big-TOC figures (tests/bench).
+ * `test_estargz bench [N]` prints only the big-TOC figures (tests/bench);
+ * `test_estargz serve BLOB MNT [layer]` mounts a blob (integration tests).
  */
 #include "lazyimg/estargz.h"
 #include "lazyimg/codec.h"
@@ -1804,8 +1805,51 @@ static void test_fuse(void)
 	rmdir(mnt);
 }
 
+/*
+ * `test_estargz serve BLOB MNT [layer]`: print the TOC digest, mount BLOB
+ * (merged view, or the layer as it is) on MNT through imgfs, print "ready",
+ * serve until unmounted. For tests/integration/21-estargz-go.sh.
+ */
+static int serve_main(const char *blob, const char *mnt, bool merge)
+{
+	struct estargz_opts o = { .merge = merge, .validate = true };
+	struct imgfs_opts io = { .mountpoint = mnt, .fsname = "test-estargz" };
+	struct estargz_footer f;
+	struct estargz *es = NULL;
+	struct imgfs *fs = NULL;
+	size_t len, jlen;
+	uint8_t *b = slurp(blob, &len);
+	char *json = NULL, dg[72];
+	int ret;
+
+	if (!b)
+		return 1;
+	ret = estargz_footer_parse(b + len - LZ_MIN(len, (size_t)ESTARGZ_TAIL_MAX), LZ_MIN(len, (size_t)ESTARGZ_TAIL_MAX),
+				   len, &f);
+	if (!ret)
+		ret = estargz_toc_decode(&f, b + f.toc_offset, f.toc_size, &json, &jlen);
+	free(b);
+	if (ret)
+		return 1;
+	estargz_toc_digest(json, jlen, dg);
+	free(json);
+	printf("toc %s kind %d\n", dg, f.kind);
+	if (estargz_open_file(blob, &o, &es) || imgfs_mount(estargz_image(es), &io, &fs)) {
+		estargz_close(es);
+		return 1;
+	}
+	printf("ready\n");
+	fflush(stdout);
+	ret = imgfs_run(fs);
+	imgfs_destroy(fs);
+	estargz_close(es);
+	return ret ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
+	if (argc >= 4 && !strcmp(argv[1], "serve"))
+		return serve_main(argv[2], argv[3], !(argc > 4 && !strcmp(argv[4], "layer")));
 	if (argc > 1 && !strcmp(argv[1], "bench"))
 		return big_toc_bench(argc > 2 ? (unsigned)atoi(argv[2]) : 100000, true);
 	test_footers();
