@@ -105,6 +105,12 @@ echo "registry $REGISTRY_HOST, proxy $PROXY_HOST, image converted ($(( $(date +%
 SOCK=$R/lazyimg.sock
 start_serve "$R" "$W/serve.log" --hung-ms 1000 || reg_die "lazyimg serve did not come up"
 reg_check "control socket is mode 0600" '[ "$(stat -c %a "$SOCK")" = 600 ]'
+if timeout 10 "$LAZYIMG" serve --root "$R" --socket "$W/second.sock" > "$W/second.out" 2>&1; then
+	reg_bad "a second server on the same root started"
+else
+	reg_check "a second server on the same root is refused: $(grep -m1 -o 'root .*' "$W/second.out" | head -c 100)" \
+		'grep -q "in use by another lazyimg process" "$W/second.out" && serve_up'
+fi
 m1=$("$LAZYIMG" mount --server "$SOCK" "$REF" m1) || reg_die "mount --server m1 failed"
 reg_check "mount --server prints the mountpoint $m1" '[ "$m1" = "$R/mnt/m1" ]'
 "$LAZYIMG" mount --server "$SOCK" "$REF" "$W/anywhere/m2" > /dev/null || reg_bad "mount --server m2"
