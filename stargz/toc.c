@@ -1475,33 +1475,7 @@ static int finalize(struct bld *b)
 			}
 		}
 	}
-	fin = lz_calloc(nino, sizeof(*fin));
-	if (!fin) {
-		ret = -ENOMEM;
-		goto out;
-	}
-	for (uint32_t f = 1; f <= nino; f++) {
-		struct es_inode *in = &b->ino[map[f]], *o = &fin[f - 1];
-
-		*o = *in;
-		if (!S_ISDIR(in->mode) && in->nlink > 1)
-			es->info.hardlink_names += in->nlink - 1;
-		if (S_ISREG(in->mode) && in->data == ES_NONE)
-			o->ndata = 0;
-		switch (in->mode & S_IFMT) {
-		case S_IFDIR: es->info.dirs++; break;
-		case S_IFREG: es->info.regs++; break;
-		case S_IFLNK: es->info.symlinks++; break;
-		case S_IFCHR: es->info.chrs++; break;
-		case S_IFBLK: es->info.blks++; break;
-		case S_IFIFO: es->info.fifos++; break;
-		}
-	}
-	es->inodes = fin;
-	es->ninodes = nino;
-	es->info.inodes = nino;
-	fin = NULL;
-	/* prefetch: the files still reachable, in blob order */
+	/* prefetch first: it reads build indices, which the permutation below changes */
 	if (b->npf) {
 		es->prefetch = lz_calloc(b->npf, sizeof(*es->prefetch));
 		if (!es->prefetch) {
@@ -1512,6 +1486,50 @@ static int finalize(struct bld *b)
 			if (b->ino[b->pf[i]].fino && S_ISREG(b->ino[b->pf[i]].mode))
 				es->prefetch[es->nprefetch++] = b->ino[b->pf[i]].fino;
 	}
+	/*
+	 * The final table is the build table put in final order in place (cycle by
+	 * cycle), unreachable inodes last, then trimmed: no second copy at the
+	 * peak of memory use.
+	 */
+	{
+		uint32_t next = nino;
+
+		for (uint32_t i = 0; i < b->nino; i++)
+			if (!b->ino[i].fino)
+				b->ino[i].fino = ++next;
+		for (uint32_t i = 0; i < b->nino; i++) {
+			while (b->ino[i].fino - 1 != i) {
+				uint32_t j = b->ino[i].fino - 1;
+				struct es_inode tmp = b->ino[j];
+
+				b->ino[j] = b->ino[i];
+				b->ino[i] = tmp;
+			}
+		}
+	}
+	for (uint32_t f = 1; f <= nino; f++) {
+		struct es_inode *in = &b->ino[f - 1];
+
+		if (!S_ISDIR(in->mode) && in->nlink > 1)
+			es->info.hardlink_names += in->nlink - 1;
+		if (S_ISREG(in->mode) && in->data == ES_NONE)
+			in->ndata = 0;
+		switch (in->mode & S_IFMT) {
+		case S_IFDIR: es->info.dirs++; break;
+		case S_IFREG: es->info.regs++; break;
+		case S_IFLNK: es->info.symlinks++; break;
+		case S_IFCHR: es->info.chrs++; break;
+		case S_IFBLK: es->info.blks++; break;
+		case S_IFIFO: es->info.fifos++; break;
+		}
+	}
+	fin = lz_realloc(b->ino, (size_t)nino * sizeof(*fin));
+	es->inodes = fin ? fin : b->ino;
+	b->ino = NULL;
+	b->nino = b->icap = 0;
+	es->ninodes = nino;
+	es->info.inodes = nino;
+	fin = NULL;
 out:
 	free(fin);
 	free(queue);
