@@ -1022,7 +1022,7 @@ static int write_plot(const struct bench *b, const char *path)
 		   "set multiplot layout 1,2 title 'lazyimg bench: median of %d cold runs (%s); %s'\n"
 		   "set style data histograms\nset style histogram clustered gap 1\n"
 		   "set style fill solid 0.85 border -1\nset boxwidth 0.9\n"
-		   "set xtics rotate by -25 nomirror\nset grid ytics\nset key top left\n"
+		   "set xtics rotate by 20 right nomirror\nset grid ytics\nset key above\nset bmargin 7\n"
 		   "set yrange [0:*]\nset ylabel 'seconds'\n"
 		   "plot '%s' using 2:xtic(1) title 'ready', '' using 3 title 'first byte', "
 		   "'' using 4 title 'workload', '' using 5 title 'total'\n"
