@@ -77,22 +77,84 @@ static int write_file(const char *path, const void *buf, size_t len)
 }
 
 /*
- * The TOC of one layer: from the cache directory if an earlier mount saved
- * it, else the footer and the TOC range from the registry. Either way its
- * digest must match the layer's annotation when the layer has one.
+ * A TOC kept in the cache directory: one header line saying where it came
+ * from and what it hashes to, then the JSON. The header is checked on load,
+ * so a cached TOC that was altered or torn is refetched, not trusted, even
+ * for a layer without a toc.digest annotation; and a cached layer costs no
+ * registry request at all (the footer's facts are in the header).
  */
-static int layer_toc(struct snap_source *s, const struct reg_desc *d, struct estargz_footer *f,
-		     char **json, size_t *jlen)
+#define TOC_MAGIC "lazyimg-toc 1"
+
+static int toc_load(const char *path, const struct reg_desc *d, struct estargz_footer *f, char **json,
+		    size_t *jlen)
+{
+	char *buf = NULL, *nl, dg[72], want[72];
+	unsigned kind;
+	unsigned long long off, size, usize;
+	size_t len = 0;
+	int ret;
+
+	ret = read_file(path, ESTARGZ_MAX_TOC + 256, &buf, &len);
+	if (ret)
+		return ret;
+	nl = memchr(buf, '\n', LZ_MIN(len, (size_t)256));
+	if (!nl || (*nl = 0, sscanf(buf, TOC_MAGIC " %u %llu %llu %llu %71s", &kind, &off, &size, &usize,
+				      want) != 5) ||
+	    kind < ESTARGZ_GZIP || kind > ESTARGZ_ZSTD_CHUNKED || !lz_range_ok(off, size, d->size)) {
+		lz_warn("cached TOC %s has no valid header: fetching it again", path);
+		goto bad;
+	}
+	len -= (size_t)(nl + 1 - buf);
+	memmove(buf, nl + 1, len + 1);
+	estargz_toc_digest(buf, len, dg);
+	if (strcmp(dg, want)) {
+		lz_warn("cached TOC %s hashes to %s, not the %s it was saved with: fetching it again", path, dg,
+			want);
+		goto bad;
+	}
+	memset(f, 0, sizeof(*f));
+	f->kind = (enum estargz_kind)kind;
+	f->toc_offset = off;
+	f->toc_size = size;
+	f->toc_usize = usize;
+	*json = buf;
+	*jlen = len;
+	return 0;
+bad:
+	free(buf);
+	unlink(path);
+	return -ENOENT;
+}
+
+static int toc_save(const char *path, const struct estargz_footer *f, const char *json, size_t len,
+		    const char *dg)
+{
+	char hdr[256];
+	int n = snprintf(hdr, sizeof(hdr), TOC_MAGIC " %u %llu %llu %llu %s\n", (unsigned)f->kind,
+			 (unsigned long long)f->toc_offset, (unsigned long long)f->toc_size,
+			 (unsigned long long)f->toc_usize, dg);
+	char *buf = lz_malloc((size_t)n + len);
+	int ret;
+
+	if (!buf)
+		return -ENOMEM;
+	memcpy(buf, hdr, (size_t)n);
+	memcpy(buf + n, json, len);
+	ret = write_file(path, buf, (size_t)n + len);
+	free(buf);
+	return ret;
+}
+
+static int toc_fetch(struct snap_source *s, const struct reg_desc *d, struct estargz_footer *f, char **json,
+		     size_t *jlen)
 {
 	uint8_t tail[ESTARGZ_TAIL_MAX];
-	char path[4200], dg[72];
 	size_t n = (size_t)LZ_MIN(d->size, (uint64_t)sizeof(tail));
-	void *member = NULL;
-	bool cached = false;
+	void *member;
 	int ret;
 
 	if (d->size < ESTARGZ_LEGACY_FOOTER_SIZE) {
-		lz_err("layer %s (%llu bytes) is too small to be eStargz", d->digest,
+		lz_err("layer %s (%llu bytes) is a plain layer, not eStargz: too small for a footer", d->digest,
 		       (unsigned long long)d->size);
 		return -EMEDIUMTYPE;
 	}
@@ -109,40 +171,59 @@ static int layer_toc(struct snap_source *s, const struct reg_desc *d, struct est
 	}
 	if (ret)
 		return ret;
-	snprintf(path, sizeof(path), "%s/tocs/%s.json", s->o.cache_dir, d->digest + 7);
-	if (!read_file(path, ESTARGZ_MAX_TOC, json, jlen)) {
-		cached = true;
-	} else {
-		if (f->toc_size > ESTARGZ_MAX_TOC || !lz_range_ok(f->toc_offset, f->toc_size, d->size)) {
-			lz_err("layer %s: TOC at %llu (+%llu) is outside the blob or over the cap", d->digest,
-			       (unsigned long long)f->toc_offset, (unsigned long long)f->toc_size);
-			return -EFSCORRUPTED;
-		}
-		member = lz_malloc(f->toc_size ? f->toc_size : 1);
-		if (!member)
-			return -ENOMEM;
-		ret = reg_get_blob_range(s->reg, d->digest, member, f->toc_size, f->toc_offset);
-		if (!ret)
-			ret = estargz_toc_decode(f, member, f->toc_size, json, jlen);
-		free(member);
-		if (ret) {
-			lz_err("layer %s: cannot read its TOC: %s", d->digest, lz_strerror(ret));
-			return ret;
-		}
+	if (f->toc_size > ESTARGZ_MAX_TOC || !lz_range_ok(f->toc_offset, f->toc_size, d->size)) {
+		lz_err("layer %s: TOC at %llu (+%llu) is outside the blob or over the cap", d->digest,
+		       (unsigned long long)f->toc_offset, (unsigned long long)f->toc_size);
+		return -EFSCORRUPTED;
 	}
+	member = lz_malloc(f->toc_size ? f->toc_size : 1);
+	if (!member)
+		return -ENOMEM;
+	ret = reg_get_blob_range(s->reg, d->digest, member, f->toc_size, f->toc_offset);
+	if (!ret)
+		ret = estargz_toc_decode(f, member, f->toc_size, json, jlen);
+	free(member);
+	if (ret)
+		lz_err("layer %s: cannot read its TOC: %s", d->digest, lz_strerror(ret));
+	return ret;
+}
+
+/*
+ * The TOC of one layer, from the cache directory if an earlier mount kept
+ * it, else from the registry (footer, then the TOC range). Either way it
+ * must match the layer's toc.digest annotation when there is one.
+ */
+static int layer_toc(struct snap_source *s, const struct reg_desc *d, struct estargz_footer *f,
+		     char **json, size_t *jlen)
+{
+	char path[4200], dg[72];
+	int ret;
+
+	snprintf(path, sizeof(path), "%s/tocs/%s.toc", s->o.cache_dir, d->digest + 7);
+	if (!toc_load(path, d, f, json, jlen)) {
+		estargz_toc_digest(*json, *jlen, dg);
+		if (!d->toc_digest[0] || !strcmp(dg, d->toc_digest))
+			return 0;
+		lz_warn("cached TOC of layer %s is %s but the manifest says %s: fetching it again", d->digest,
+			dg, d->toc_digest);
+		free(*json);
+		*json = NULL;
+		unlink(path);
+	}
+	ret = toc_fetch(s, d, f, json, jlen);
+	if (ret)
+		return ret;
 	estargz_toc_digest(*json, *jlen, dg);
 	if (d->toc_digest[0] && strcmp(dg, d->toc_digest)) {
-		lz_err("layer %s: TOC digest mismatch: the TOC hashes to %s, the manifest's containerd.io/snapshot/stargz/toc.digest says %s%s",
-		       d->digest, dg, d->toc_digest, cached ? " (cached copy removed)" : "");
-		if (cached)
-			unlink(path);
+		lz_err("layer %s: TOC digest mismatch: the TOC hashes to %s, the manifest's containerd.io/snapshot/stargz/toc.digest says %s",
+		       d->digest, dg, d->toc_digest);
 		free(*json);
 		*json = NULL;
 		return -EBADMSG;
 	}
 	if (!d->toc_digest[0])
 		lz_warn("layer %s has no toc.digest annotation: its TOC (%s) cannot be verified", d->digest, dg);
-	if (!cached && write_file(path, *json, *jlen))
+	if (toc_save(path, f, *json, *jlen, dg))
 		lz_warn("cannot keep the TOC of layer %s in %s", d->digest, path);
 	return 0;
 }

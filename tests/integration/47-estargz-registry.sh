@@ -99,10 +99,14 @@ blob_data() {
 	find "$REGISTRY_DIR" -path "*/blobs/sha256/${h:0:2}/$h/data" | head -n 1
 }
 
+# toc_json CACHE_DIR LAYER_DIGEST: the JSON of a cached TOC (the file is one header
+# line "lazyimg-toc 1 KIND TOC_OFFSET TOC_SIZE TOC_USIZE sha256:DIGEST", then the JSON)
+toc_json() { tail -n +2 "$1/tocs/${2#sha256:}.toc"; }
+
 # toc_entry CACHE_DIR LAYER_DIGEST NAME: "offset size" of a regular file in the cached TOC
 toc_entry() {
-	jq -r --arg n "$3" '.entries[] | select(.name == $n and .type == "reg") | "\(.offset) \(.size)"' \
-		"$1/tocs/${2#sha256:}.json" | head -n 1
+	toc_json "$1" "$2" | jq -r --arg n "$3" '.entries[] | select(.name == $n and .type == "reg") | "\(.offset) \(.size)"' |
+		head -n 1
 }
 
 # log_settle: the registry writes an access log line after its response is out, so a
@@ -307,19 +311,19 @@ reg_check "reading etc/hello.txt: one ranged GET of the top layer, $rb B (stats:
 tot=$(awk '{s += $2} END {print s + 0}' "$W/gets-mount" "$W/gets-read")
 reg_check "bytes fetched to first byte ($tot B) are under 1 % of the image ($SSIZE B)" '[ $((tot * 100)) -lt "$SSIZE" ]'
 reg_umount "$M3"
-reg_check "the TOCs are kept in the cache dir (one per layer)" '[ "$(ls "$W/c3/tocs"/*.json | wc -l)" = "${#SLAYERS[@]}" ]'
+reg_check "the TOCs are kept in the cache dir (one per layer)" '[ "$(ls "$W/c3/tocs"/*.toc | wc -l)" = "${#SLAYERS[@]}" ]'
 mark=$(wc -l < "$REGISTRY_LOG")
 reg_mount "$M3" --insecure --cache-dir "$W/c3" "$SMALL" || reg_die "second mount of $SMALL failed"
 b0=$(reg_stat "$M3" backend_bytes); h0=$(reg_stat "$M3" cache_hits)
 reg_check "second mount, same cache: etc/hello.txt reads" '[ "$(cat "$M3/etc/hello.txt")" = "changed in layer 3" ]'
 b1=$(reg_stat "$M3" backend_bytes); h1=$(reg_stat "$M3" cache_hits)
 log_settle
-registry_blob_gets "$REGISTRY_LOG" "$mark" > "$W/gets-2"
+registry_blob_gets "$REGISTRY_LOG" "$mark" > "$W/gets-2" || true  # none is the expected answer
 sed 's/^/    2nd mount + read: /' "$W/gets-2"
 reg_check "second mount: the read fetched nothing (backend_bytes +$((b1 - b0)), cache_hits +$((h1 - h0)))" \
 	'[ "$b1" = "$b0" ] && [ $((h1 - h0)) -ge 1 ]'
-reg_check "second mount: no TOC was fetched, only each layer's footer ($(wc -l < "$W/gets-2") GETs, $(awk '{s += $2} END {print s + 0}' "$W/gets-2") B)" \
-	'[ "$(wc -l < "$W/gets-2")" -le "${#SLAYERS[@]}" ] && [ -z "$(awk '\''$2 > 4096'\'' "$W/gets-2")" ]'
+reg_check "second mount: no blob request at all: footers and TOCs come from the cache dir ($(wc -l < "$W/gets-2") GETs)" \
+	'[ "$(wc -l < "$W/gets-2")" = 0 ]'
 reg_umount "$M3"
 
 # ---------------------------------------------------------------- 4. tampered chunk
@@ -396,13 +400,21 @@ code=$(curl -s -o "$W/put.out" -w '%{http_code}' -X PUT -H "Content-Type: applic
 [ "$code" = 201 ] || reg_die "PUT of the edited manifest: HTTP $code $(head -c 300 "$W/put.out")"
 mnt_must_fail "manifest with a wrong toc.digest for layer 1" "TOC digest mismatch.*$BADTOC" \
 	--insecure --cache-dir "$W/c5" "$REGISTRY_HOST/small:v1-badtoc"
-# a TOC altered in the cache dir (c3 holds all three from 3.): one file's mode changed
-T0F=$W/c3/tocs/${SLAYERS[0]#sha256:}.json
-jq -c '(.entries[] | select(.name == "bin/hi") | .mode) = 511' "$T0F" > "$T0F.new" && mv "$T0F.new" "$T0F"
-mnt_must_fail "a TOC altered in the cache dir" "TOC digest mismatch" --insecure --cache-dir "$W/c3" "$SMALL"
-reg_check "the altered cached TOC was removed" '[ ! -e "$T0F" ]'
-reg_mount "$M3" --insecure --cache-dir "$W/c3" "$SMALL" || reg_die "mount after the bad cached TOC was removed failed"
-reg_check "the next mount fetches the TOC again and bin/hi has its mode 755" '[ "$(stat -c %a "$M3/bin/hi")" = 755 ]'
+# a TOC altered in the cache dir (c3 holds all three from 3.): one file's mode changed,
+# header kept. The header's digest no longer matches: the TOC is fetched again at once
+# (whether or not the layer has a toc.digest annotation: the header is checked first)
+T0F=$W/c3/tocs/${SLAYERS[0]#sha256:}.toc
+{ head -n 1 "$T0F"; toc_json "$W/c3" "${SLAYERS[0]}" | jq -c '(.entries[] | select(.name == "bin/hi") | .mode) = 511'; } > "$T0F.new"
+mv "$T0F.new" "$T0F"
+mark=$(wc -l < "$REGISTRY_LOG")
+reg_mount "$M3" --insecure --cache-dir "$W/c3" "$SMALL" || reg_die "mount with an altered cached TOC failed: $(cat "$M3.err")"
+# (the TOC is read before the server detaches: its warning is on mount's stderr)
+reg_check "an altered cached TOC is noticed: $(cat "$M3.err" "$M3.log" | grep -m 1 -o 'cached TOC.*' | head -c 160)" \
+	'cat "$M3.err" "$M3.log" | grep -q "not the sha256:.* it was saved with: fetching it again"'
+reg_check "and bin/hi has its mode 755 from the TOC fetched again" '[ "$(stat -c %a "$M3/bin/hi")" = 755 ]'
+log_settle
+reg_check "the refetch is that layer's footer and TOC only" \
+	'[ "$(registry_blob_gets "$REGISTRY_LOG" "$mark" | awk -v d="${SLAYERS[0]}" '\''$3 == d'\'' | wc -l)" = 2 ]'
 reg_umount "$M3"
 
 # ---------------------------------------------------------------- 6. plain gzip
@@ -416,7 +428,8 @@ step "7. prefetch of an optimized image (ctr-remote i optimize)"
 PTOC=$(jq -r '.layers[0].annotations["containerd.io/snapshot/stargz/toc.digest"]' "$W/man-pf_v1-opt.json")
 M7=$W/m7
 reg_mount "$M7" --insecure --cache-dir "$W/c7" --log-level info "$REGISTRY_HOST/pf:v1-opt" || reg_die "mount of pf:v1-opt failed"
-PJ=$W/c7/tocs/$(jq -r '.layers[0].digest' "$W/man-pf_v1-opt.json" | cut -d: -f2).json
+PJ=$W/pf-toc.json
+toc_json "$W/c7" "$(jq -r '.layers[0].digest' "$W/man-pf_v1-opt.json")" > "$PJ"
 reg_check "the converter put hot/a.txt and hot/b.bin before .prefetch.landmark, cold/* after: $(jq -r '[.entries[].name] | join(" ")' "$PJ")" \
 	'jq -r ".entries[].name" "$PJ" | grep -E "^(hot/a.txt|hot/b.bin|\.prefetch\.landmark|cold/big.bin)$" | tr "\n" " " |
 	 grep -qx "hot/a.txt hot/b.bin .prefetch.landmark cold/big.bin "'
