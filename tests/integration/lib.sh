@@ -93,7 +93,7 @@ alive() {
 serves() {
 	local args=()
 	[ -r "/proc/$1/cmdline" ] || return 1
-	mapfile -d '' args < "/proc/$1/cmdline" 2>/dev/null || return 1
+	{ mapfile -d '' args < "/proc/$1/cmdline"; } 2>/dev/null || return 1
 	[ "${#args[@]}" -ge 3 ] && [ "$(basename -- "${args[0]}")" = lazyimg ] &&
 		[ "${args[1]}" = mount ] && [ "${args[${#args[@]} - 1]}" = "$2" ]
 }

@@ -76,7 +76,7 @@ reg_serves() {
 	[ -r "/proc/$1/cmdline" ] || return 1
 	st=$(sed -E 's/^[0-9]+ \(.*\) ([A-Z]).*/\1/' "/proc/$1/stat" 2>/dev/null) || return 1
 	[ "$st" != Z ] && [ "$st" != X ] || return 1
-	mapfile -d '' args < "/proc/$1/cmdline" 2>/dev/null || return 1
+	{ mapfile -d '' args < "/proc/$1/cmdline"; } 2>/dev/null || return 1
 	[ "${#args[@]}" -ge 3 ] && [ "$(basename -- "${args[0]}")" = lazyimg ] &&
 		[ "${args[1]}" = mount ] && [ "${args[${#args[@]} - 1]}" = "$2" ]
 }
