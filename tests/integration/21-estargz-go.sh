@@ -158,7 +158,7 @@ for dp, dns, fns in os.walk(root):
             os.major(st.st_rdev), os.minor(st.st_rdev),
             st.st_nlink if not stat.S_ISDIR(st.st_mode) else "-", tgt, x))
         if not stat.S_ISDIR(st.st_mode):
-            groups.setdefault(st.st_ino, []).append(rel)
+            groups.setdefault((st.st_dev, st.st_ino), []).append(rel)
 for l in sorted(set(out)):
     print(l)
 for g in sorted(sorted(v) for v in groups.values() if len(v) > 1):
@@ -227,6 +227,117 @@ variant gzip-4k gzip 4096 "" 1
 variant zstd-4k zstd 4096 "" 3
 variant gzip-prio gzip 4096 "./hello,./dir/seq.txt" 1
 variant gzip-default gzip 4194304 "" 1
+
+# --- two layers with deletions, against the kernel's overlayfs of the source trees.
+# LO is the lower tree; UP the upper one in overlayfs form (a 0:0 char device deletes,
+# trusted.overlay.opaque=y hides the lower directory's children). UP's OCI layer tar
+# spells those as .wh.NAME and .wh..wh..opq, as image builders do.
+LO=$W/lower
+UP=$W/upper
+mkdir -p "$LO/a" "$LO/b/sub" "$LO/d/deep" "$LO/gone-dir/x" "$UP/a" "$UP/b" "$UP/c-file"
+printf 'lower x\n' > "$LO/a/x"
+printf 'lower y\n' > "$LO/a/y"
+printf 'old\n' > "$LO/b/old1"
+printf 'old2\n' > "$LO/b/sub/old2"
+printf 'file\n' > "$LO/c-file"
+printf 'keep\n' > "$LO/keep"
+printf 'f\n' > "$LO/d/deep/f"
+printf 'g\n' > "$LO/gone-dir/x/g"
+ln -s keep "$LO/keep-link"
+printf 'upper x, longer\n' > "$UP/a/x"
+mknod "$UP/a/y" c 0 0
+mknod "$UP/gone-dir" c 0 0
+setfattr -n trusted.overlay.opaque -v y "$UP/b"
+printf 'new\n' > "$UP/b/new"
+printf 'inner\n' > "$UP/c-file/inner"
+printf 'top\n' > "$UP/top-new"
+chmod 0700 "$UP/a"
+touch -d '2010-01-01 00:00:00' "$LO" "$UP"
+tar --format=pax --numeric-owner -cf "$W/lower.tar" -C "$LO" .
+python3 - "$UP" "$W/upper.tar" <<'PYEOF'
+import os, stat, sys, tarfile
+root, out = sys.argv[1], sys.argv[2]
+with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as t:
+    for dp, dns, fns in os.walk(root):
+        dns.sort()
+        rel = os.path.relpath(dp, root)
+        t.add(dp, arcname=rel, recursive=False)
+        if "trusted.overlay.opaque" in os.listxattr(dp) and os.getxattr(dp, "trusted.overlay.opaque") == b"y":
+            ti = tarfile.TarInfo(os.path.join(rel, ".wh..wh..opq"))
+            ti.mtime = int(os.lstat(dp).st_mtime)
+            t.addfile(ti)
+        for n in sorted(fns):
+            p = os.path.join(dp, n)
+            st = os.lstat(p)
+            if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+                ti = tarfile.TarInfo(os.path.join(rel, ".wh." + n))
+                ti.mtime = int(st.st_mtime)
+                t.addfile(ti)
+            else:
+                t.add(p, arcname=os.path.join(rel, n), recursive=False)
+PYEOF
+if "$W/gotool/mkesgz" "$W/lower.tar" "$W/lower.blob" gzip 4096 > /dev/null &&
+	"$W/gotool/mkesgz" "$W/upper.tar" "$W/upper.blob" gzip 4096 > /dev/null; then
+	OV=$W/ov
+	mkdir -p "$OV"
+	if mount -t overlay overlay -o "ro,lowerdir=$UP:$LO" "$OV"; then
+		MNTS+=("$OV")
+		listing "$OV" > "$W/ov.want"
+		# merged by this reader
+		mkdir -p "$W/merged"
+		"$SERVE" serve-merged "$W/merged" "$W/lower.blob" "$W/upper.blob" > "$W/merged.out" 2> "$W/merged.err" &
+		MP=$!
+		PIDS+=("$MP")
+		MNTS+=("$W/merged")
+		for i in $(seq 1 200); do grep -q '^ready' "$W/merged.out" 2>/dev/null && break; sleep 0.05; done
+		if grep -q '^ready' "$W/merged.out"; then
+			listing "$W/merged" > "$W/merged.got"
+			if cmp -s "$W/ov.want" "$W/merged.got"; then
+				ok "layers: the merged mount equals overlayfs of the source trees ($(wc -l < "$W/ov.want") lines)"
+			else
+				bad "layers: merged mount differs from overlayfs (< overlay, > merged)"
+				diff "$W/ov.want" "$W/merged.got" | head -n 20 | sed 's/^/    | /'
+			fi
+			for f in a/x b/new c-file/inner top-new keep d/deep/f; do
+				cmp -s "$OV/$f" "$W/merged/$f" && ok "layers: merged $f content" || bad "layers: merged $f differs"
+			done
+			unserve "$W/merged" "$MP"
+		else
+			bad "layers: merged mount failed: $(head -c 300 "$W/merged.err")"
+		fi
+		# each layer as it is (whiteouts in overlayfs form), stacked by the kernel: a snapshotter's view
+		LP="" UPP=""
+		serve "$W/lower.blob" "$W/l1" "$W/l1.out" && LP=${PIDS[-1]}
+		mkdir -p "$W/l2"
+		"$SERVE" serve "$W/upper.blob" "$W/l2" layer > "$W/l2.out" 2> "$W/l2.err" &
+		UPP=$!
+		PIDS+=("$UPP")
+		MNTS+=("$W/l2")
+		for i in $(seq 1 200); do grep -q '^ready' "$W/l2.out" 2>/dev/null && break; sleep 0.05; done
+		OV2=$W/ov2
+		mkdir -p "$OV2"
+		if [ -n "$LP" ] && grep -q '^ready' "$W/l2.out" && mount -t overlay overlay -o "ro,lowerdir=$W/l2:$W/l1" "$OV2"; then
+			MNTS+=("$OV2")
+			listing "$OV2" > "$W/ov2.got"
+			if cmp -s "$W/ov.want" "$W/ov2.got"; then
+				ok "layers: overlayfs of the two layer mounts (whiteouts as 0:0 devices, opaque xattr) equals overlayfs of the source trees"
+			else
+				bad "layers: overlayfs of the layer mounts differs (< source overlay, > layer overlay)"
+				diff "$W/ov.want" "$W/ov2.got" | head -n 20 | sed 's/^/    | /'
+			fi
+			umount "$OV2"
+		else
+			bad "layers: cannot stack the layer mounts with overlayfs: $(head -c 300 "$W/l2.err")"
+		fi
+		unserve "$W/l2" "$UPP"
+		[ -n "$LP" ] && unserve "$W/l1" "$LP"
+		umount "$OV"
+	else
+		bad "layers: cannot mount overlayfs of the source trees"
+	fi
+else
+	bad "layers: the Go writer failed"
+fi
 
 [ "$NFAIL" -eq 0 ] || { echo "$NFAIL check(s) failed"; exit 1; }
 echo "all checks passed"

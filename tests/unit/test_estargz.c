@@ -11,7 +11,8 @@
  * parse time and memory of a 100k-entry TOC and libdeflate vs zlib.
  *
  * `test_estargz bench [N]` prints only the big-TOC figures (tests/bench);
- * `test_estargz serve BLOB MNT [layer]` mounts a blob (integration tests).
+ * `test_estargz serve BLOB MNT [layer]` mounts a blob, `serve-merged MNT
+ * BLOB...` a stack of them (integration tests).
  */
 #include "lazyimg/estargz.h"
 #include "lazyimg/codec.h"
@@ -1846,8 +1847,81 @@ static int serve_main(const char *blob, const char *mnt, bool merge)
 	return ret ? 1 : 0;
 }
 
+/* `test_estargz serve-merged MNT BLOB...`: the blobs as layers (first = lowest), merged. */
+struct fd_blobs {
+	int fd[ESTARGZ_MAX_LAYERS];
+};
+
+static int fd_read(void *ctx, unsigned bi, const char *id, void *buf, size_t len, uint64_t off)
+{
+	struct fd_blobs *fb = ctx;
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = pread(fb->fd[bi], (uint8_t *)buf + done, len - done, (off_t)(off + done));
+
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO;
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+static const struct img_backend_ops fd_backend = { .read = fd_read };
+
+static int serve_merged_main(const char *mnt, char **blobs, int n)
+{
+	static struct fd_blobs fb;
+	struct estargz_opts o = { .merge = true, .validate = true, .backend = &fd_backend, .backend_ctx = &fb };
+	struct imgfs_opts io = { .mountpoint = mnt, .fsname = "test-estargz" };
+	struct estargz_layer L[8];
+	char *json[8] = { 0 }, ids[8][65];
+	struct estargz *es = NULL;
+	struct imgfs *fs = NULL;
+	int ret = 1;
+
+	if (n < 1 || n > 8)
+		return 2;
+	for (int i = 0; i < n; i++) {
+		struct estargz_footer f;
+		size_t len, jlen, tl;
+		uint8_t *b = slurp(blobs[i], &len);
+
+		if (!b)
+			return 1;
+		tl = LZ_MIN(len, (size_t)ESTARGZ_TAIL_MAX);
+		if (estargz_footer_parse(b + len - tl, tl, len, &f) ||
+		    estargz_toc_decode(&f, b + f.toc_offset, f.toc_size, &json[i], &jlen)) {
+			free(b);
+			return 1;
+		}
+		{
+			char dg[72];
+
+			sha256_str(b, len, dg);
+			memcpy(ids[i], dg + 7, 65);
+		}
+		free(b);
+		fb.fd[i] = open(blobs[i], O_RDONLY | O_CLOEXEC);
+		L[i] = (struct estargz_layer){ .blob_id = ids[i], .blob_size = len, .kind = f.kind,
+					       .toc_json = json[i], .toc_len = jlen, .toc_offset = f.toc_offset };
+	}
+	if (!estargz_open(L, (size_t)n, &o, &es) && !imgfs_mount(estargz_image(es), &io, &fs)) {
+		printf("ready\n");
+		fflush(stdout);
+		ret = imgfs_run(fs) ? 1 : 0;
+		imgfs_destroy(fs);
+	}
+	estargz_close(es);
+	for (int i = 0; i < n; i++)
+		free(json[i]);
+	return ret;
+}
+
 int main(int argc, char **argv)
 {
+	if (argc >= 4 && !strcmp(argv[1], "serve-merged"))
+		return serve_merged_main(argv[2], argv + 3, argc - 3);
 	if (argc >= 4 && !strcmp(argv[1], "serve"))
 		return serve_main(argv[2], argv[3], !(argc > 4 && !strcmp(argv[4], "layer")));
 	if (argc > 1 && !strcmp(argv[1], "bench"))
