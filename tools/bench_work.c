@@ -380,7 +380,7 @@ static int run_until(const struct bench_workload *w, const char *root, struct be
 {
 	int p[2];
 	pid_t pid;
-	char line[4096];
+	char line[4096], last[320] = "";
 	size_t have = 0;
 	double t0 = bench_now(), deadline = t0 + (w->run_timeout_s > 0 ? w->run_timeout_s : 60);
 	bool found = false;
@@ -426,6 +426,13 @@ static int run_until(const struct bench_workload *w, const char *root, struct be
 			found = true;
 			break;
 		}
+		/* what the command said last, for the message when it fails */
+		{
+			size_t k = have > 300 ? 300 : have;
+
+			memcpy(last, line + have - k, k);
+			last[k] = 0;
+		}
 		/* keep only the unfinished last line (and at most half the buffer) */
 		{
 			char *nl = strrchr(line, '\n');
@@ -444,10 +451,11 @@ static int run_until(const struct bench_workload *w, const char *root, struct be
 	close(p[0]);
 	if (!found) {
 		r->errors++;
-		line[have] = 0;
+		for (size_t k = strlen(last); k && last[k - 1] == '\n'; k--)
+			last[k - 1] = 0;
 		if (!r->timed_out)
-			fprintf(stderr, "lazyimg bench: --run: the command ended before printing '%s'; its last output: %.300s\n",
-				w->wait_line, line);
+			fprintf(stderr, "lazyimg bench: --run: the command ended before printing '%s'; its last output: %s\n",
+				w->wait_line, last);
 	}
 	return 0;
 }

@@ -183,7 +183,76 @@ reg_check "and prefetched ($(reg_stat "$MNT" prefetch_bytes) B)" '[ "$(reg_stat 
 reg_check "an explicit --no-prefetch wins over the recorded list" '[ "$(reg_stat "$MNT" prefetch_source)" = none ]'
 "$LAZYIMG" umount "$MNT"
 
-# 7. usage errors are clear
+# 7. --run CMD --wait-line: a shell-less image whose /bin/sh is a static stub that reads
+# /app/data (so the start-up fetches it) and then prints a line, hangs, or fails
+mkdir -p "$W/stub/root/bin" "$W/stub/root/app" "$W/stub/oci/blobs/sha256"
+cat > "$W/stub/sh.c" <<'C'
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+int main(int argc, char **argv)
+{
+	const char *cmd = argc > 2 ? argv[2] : "";
+	char buf[65536];
+	long total = 0;
+	ssize_t n;
+	int fd = open("/app/data", O_RDONLY);
+
+	while (fd >= 0 && (n = read(fd, buf, sizeof(buf))) > 0)
+		total += n;
+	printf("stub: read %ld bytes\n", total);
+	fflush(stdout);
+	if (strstr(cmd, "hang"))
+		sleep(100);
+	if (strstr(cmd, "fail"))
+		return 1;
+	printf("app: READY\n");
+	return 0;
+}
+C
+gcc -static -O1 -o "$W/stub/root/bin/sh" "$W/stub/sh.c" || reg_die "cannot build the static stub shell"
+head -c $((3 << 20)) /dev/urandom > "$W/stub/root/app/data"
+tar -C "$W/stub/root" --numeric-owner --owner=0 --group=0 -cf - bin app | gzip -n > "$W/stub/layer.tgz"
+diffid=$(gzip -dc "$W/stub/layer.tgz" | sha256sum | cut -d' ' -f1)
+ld=$(sha256sum < "$W/stub/layer.tgz" | cut -d' ' -f1)
+cp "$W/stub/layer.tgz" "$W/stub/oci/blobs/sha256/$ld"
+printf '{"architecture":"amd64","os":"linux","config":{},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' "$diffid" \
+	> "$W/stub/config.json"
+cd_=$(sha256sum < "$W/stub/config.json" | cut -d' ' -f1)
+cp "$W/stub/config.json" "$W/stub/oci/blobs/sha256/$cd_"
+printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%d},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:%s","size":%d}]}' \
+	"$cd_" "$(stat -c %s "$W/stub/config.json")" "$ld" "$(stat -c %s "$W/stub/layer.tgz")" > "$W/stub/manifest.json"
+md=$(sha256sum < "$W/stub/manifest.json" | cut -d' ' -f1)
+cp "$W/stub/manifest.json" "$W/stub/oci/blobs/sha256/$md"
+printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%d,"annotations":{"org.opencontainers.image.ref.name":"v1"}}]}' \
+	"$md" "$(stat -c %s "$W/stub/manifest.json")" > "$W/stub/oci/index.json"
+echo '{"imageLayoutVersion":"1.0.0"}' > "$W/stub/oci/oci-layout"
+skopeo copy -q --dest-tls-verify=false "oci:$W/stub/oci:v1" "docker://$REGISTRY_HOST/stub:v1" ||
+	reg_die "cannot push the stub image"
+timeout -k 5 120 "$LAZYIMG" convert -q --insecure "$REGISTRY_HOST/stub:v1" "$REGISTRY_HOST/stub:v1-nydus"
+timeout -k 5 120 "$LAZYIMG" bench --insecure --runs 1 --run "start app" --wait-line "app: READY" \
+	--baseline full-pull --full-pull-ref "$REGISTRY_HOST/stub:v1" --json "$W/b7.json" \
+	"$REGISTRY_HOST/stub:v1-nydus" > "$W/b7.out" 2>&1 || { cat "$W/b7.out"; reg_die "bench --run failed"; }
+for m in "lazyimg cold" "lazyimg warm" "full pull"; do
+	v=$(j "$W/b7.json" "$m" workload_errors)
+	reg_check "--run, $m: the line appeared (workload errors $v)" '[ "$v" = 0 ]'
+done
+v=$(j "$W/b7.json" "lazyimg cold" fetched_bytes_by_workload)
+reg_check "--run, cold: the start-up fetched the 3 MiB it read ($v B)" 'le $((3 << 20)) "$v"'
+v=$(j "$W/b7.json" "lazyimg warm" fetched_bytes_by_workload)
+reg_check "--run, warm: nothing fetched ($v B)" '[ "$v" = 0 ]'
+t0=$(reg_now)
+timeout -k 5 60 "$LAZYIMG" bench --insecure --runs 1 --no-warm --run "hang" --wait-line "app: READY" --run-timeout 2 \
+	--json "$W/b8.json" "$REGISTRY_HOST/stub:v1-nydus" > "$W/b8.out" 2>&1 || true
+el=$(reg_secs "$t0" "$(reg_now)")
+reg_check "--run-timeout 2 on a hanging command: reported, workload error, bench done in $el s" \
+	'grep -q "timed out" "$W/b8.out" && [ "$(j "$W/b8.json" "lazyimg cold" workload_errors)" = 1 ] && le "$el" 20'
+timeout -k 5 60 "$LAZYIMG" bench --insecure --runs 1 --no-warm --run "fail" --wait-line "app: READY" \
+	"$REGISTRY_HOST/stub:v1-nydus" > "$W/b9.out" 2>&1 || true
+reg_check "--run of a failing command: its last output is shown" 'grep -q "ended before printing .app: READY.; its last output: stub: read" "$W/b9.out"'
+
+# 8. usage errors are clear
 must() { local want=$1; shift; local out rc=0; out=$("$LAZYIMG" bench "$@" 2>&1) || rc=$?
 	reg_check "bench $* -> exit 2, '$want'" '[ $rc = 2 ] && grep -q -- "$want" <<< "$out"'; }
 must "needs --wait-line" --run "true" "$REF"
