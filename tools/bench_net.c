@@ -102,7 +102,7 @@ void bench_net_clean_stale(void)
 			stale = true;
 	pclose(f);
 	if (stale) {
-		static const char *const del[] = { "qdisc", "del", "dev", "lo", "root", NULL };
+		static const char *const del[] = { "qdisc", "del", "dev", "lo", "root", "handle", NET_HANDLE, NULL };
 
 		fprintf(stderr, "lazyimg bench: removing a qdisc (handle %s) an earlier bench left on lo\n",
 			NET_HANDLE);
@@ -112,7 +112,9 @@ void bench_net_clean_stale(void)
 
 void bench_net_signal_cleanup(void)
 {
-	static char *const argv[] = { g_tc, (char *)"qdisc", (char *)"del", (char *)"dev", (char *)"lo", (char *)"root", NULL };
+	/* by handle: the kernel refuses to delete a root qdisc that is not ours */
+	static char *const argv[] = { g_tc, (char *)"qdisc", (char *)"del", (char *)"dev", (char *)"lo", (char *)"root",
+				      (char *)"handle", (char *)NET_HANDLE, NULL };
 	pid_t pid;
 
 	if (!g_qdisc_on)
@@ -505,7 +507,7 @@ void bench_net_ref(const struct bench_net *n, const char *ref, char *out, size_t
 void bench_net_stop(struct bench_net *n)
 {
 	if (n->qdisc) {
-		static const char *const del[] = { "qdisc", "del", "dev", "lo", "root", NULL };
+		static const char *const del[] = { "qdisc", "del", "dev", "lo", "root", "handle", NET_HANDLE, NULL };
 		char err[256];
 
 		if (tc(del, err, sizeof(err)))
