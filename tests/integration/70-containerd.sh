@@ -32,12 +32,14 @@ ok() { NCHECK=$((NCHECK + 1)); echo "ok: $*"; }
 bad() { NCHECK=$((NCHECK + 1)); NFAIL=$((NFAIL + 1)); echo "FAIL: $*"; }
 die() { echo "FAIL: $*"; echo "--- snapshotter log (tail)"; tail -n 30 "$W/snap.log" 2>/dev/null || true; exit 1; }
 
+SNAP_RC=
 stop_snapshotter() {
 	[ -n "$SNAP_PID" ] || return 0
 	kill "$SNAP_PID" 2>/dev/null || true
-	for _ in $(seq 100); do kill -0 "$SNAP_PID" 2>/dev/null || break; sleep 0.1; done
+	for _ in $(seq 150); do kill -0 "$SNAP_PID" 2>/dev/null || break; sleep 0.1; done
 	kill -9 "$SNAP_PID" 2>/dev/null || true
-	wait "$SNAP_PID" 2>/dev/null || true
+	SNAP_RC=0
+	wait "$SNAP_PID" 2>/dev/null || SNAP_RC=$?
 	SNAP_PID=
 }
 
@@ -101,6 +103,12 @@ snap_mount() {
 	eval "$cmd"
 }
 snap_umount() { umount "$2" && cs rm "$1"; }
+# containerd forgets a removed snapshot at once and removes it from the backend
+# in its garbage collection: run one synchronously (deleting a spare image tag)
+sync_gc() {
+	c images tag "$REGISTRY_HOST/small:v1" "$REGISTRY_HOST/small:t70-spare" > /dev/null &&
+		c images rm --sync "$REGISTRY_HOST/small:t70-spare" > /dev/null
+}
 
 command -v ctr-remote >/dev/null || die "ctr-remote (Debian package stargz-snapshotter) is not installed"
 
@@ -121,8 +129,9 @@ start_snapshotter
 bash "$PEERS/containerd-up.sh" --dir "$CTRD" --proxy "lazyimg=$SOCK" --registry "$REGISTRY_HOST" > "$W/ctrd.env" ||
 	die "containerd did not start"
 set -a; . "$W/ctrd.env"; set +a
-c plugins ls | grep -Eq 'io.containerd.snapshotter.v1 +lazyimg +- +ok' &&
-	ok "containerd loaded the lazyimg proxy snapshotter" || bad "proxy plugin not ok: $(c plugins ls | grep lazyimg)"
+plugins=$(c plugins ls)
+grep -Eq 'io.containerd.snapshotter.v1 +lazyimg +- +ok' <<< "$plugins" &&
+	ok "containerd loaded the lazyimg proxy snapshotter" || bad "proxy plugin not ok: $(grep lazyimg <<< "$plugins")"
 
 # ---- 1. plain pull = full pull through ordinary overlay snapshots
 mark=$(wc -l < "$REGISTRY_LOG")
@@ -135,7 +144,7 @@ got=$(blob_bytes "$mark") size=$(image_size small v1)
 n=$(cs ls | awk 'NR > 1 && $NF == "Committed"' | wc -l)
 [ "$n" -eq 3 ] && ok "3 committed snapshots after the plain pull" || bad "$n committed snapshots, expected 3"
 snap_mount t70-m1 "$(top_chain small v1)" "$W/m1" || die "prepare + mount of the plain image"
-grep " $W/m1 overlay " /proc/mounts | grep -q "lowerdir=$ROOT/snapshots/" &&
+grep -q "lowerdir=$ROOT/snapshots/" <<< "$(grep " $W/m1 overlay " /proc/mounts)" &&
 	ok "plain image mounted as overlay of lazyimg's snapshot dirs" || bad "no overlay of $ROOT at $W/m1"
 tree_same "$W/oracle" "$W/m1" && ok "plain image content equals the source layers (whiteouts applied)" ||
 	bad "plain image content differs"
@@ -156,7 +165,7 @@ big=$(curl -sf -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
 	"http://$REGISTRY_HOST/v2/small/manifests/v1-nydus" |
 	jq -r '.layers[] | select(.annotations["containerd.io/snapshot/nydus-blob"] == "true") | .digest')
 [ -n "$big" ] || die "the nydus image has no data blob layer"
-if registry_blob_gets "$REGISTRY_LOG" "$mark" | grep -qF "$big"; then
+if grep -qF "$big" <<< "$(registry_blob_gets "$REGISTRY_LOG" "$mark")"; then
 	bad "rpull touched the data blob"
 else
 	ok "no GET of the data blob during rpull"
@@ -206,7 +215,7 @@ cs prepare t70-active "$(top_chain small v1)" > /dev/null || bad "ctr snapshots 
 info=$(cs info t70-active)
 echo "$info" | jq -e '.Kind == "Active"' > /dev/null && ok "info of a prepared snapshot says Active" ||
 	bad "info: $info"
-cs ls | grep -q '^t70-active ' && ok "ls lists the prepared snapshot" || bad "ls misses t70-active"
+grep -q '^t70-active ' <<< "$(cs ls)" && ok "ls lists the prepared snapshot" || bad "ls misses t70-active"
 mounts=$(cs mounts "$W/x" t70-active)
 case "$mounts" in
 "mount -t overlay overlay $W/x -o workdir=$ROOT/snapshots/"*) ok "mounts of an active snapshot: overlay with work/upper dirs" ;;
@@ -233,13 +242,17 @@ else
 fi
 id=$(jq -r '.snapshots[] | select(.key | endswith("/t70-active")) | .id' "$ROOT/metadata.json")
 cs rm t70-active || bad "ctr snapshots rm t70-active"
-! meta_keys | grep -q '/t70-active$' && [ ! -e "$ROOT/snapshots/$id" ] &&
+sync_gc || bad "synchronous GC"
+! grep -q '/t70-active$' <<< "$(meta_keys)" && [ ! -e "$ROOT/snapshots/$id" ] &&
 	ok "rm removed the snapshot's metadata and its directory (id $id)" || bad "t70-active still there"
 cs info t70-active > /dev/null 2>&1 && bad "info of a removed snapshot succeeded" || ok "info of a removed snapshot fails"
 
 # restart: metadata survives, lazy mounts come back, containerd keeps working
 before=$(meta_keys | sort | md5sum)
 stop_snapshotter
+[ "$SNAP_RC" = 0 ] && ok "snapshotter stopped cleanly on SIGTERM" || bad "snapshotter exited with $SNAP_RC on SIGTERM"
+grep -q " $ROOT/mnt/" /proc/mounts && bad "lazy mounts left behind by the stopped snapshotter" ||
+	ok "no lazy mount left behind by the stopped snapshotter"
 start_snapshotter
 [ "$(meta_keys | sort | md5sum)" = "$before" ] && ok "metadata identical after a restart ($(meta_keys | wc -l) snapshots)" ||
 	bad "metadata changed across the restart"
@@ -247,6 +260,7 @@ out=$(c run --snapshotter lazyimg --rm "$REGISTRY_HOST/debian:bookworm-nydus" t7
 [ "$out" = "$want" ] && ok "ctr run works after the snapshotter restarted" || bad "ctr run after restart: $out"
 
 # GC: removing the plain image makes containerd Remove its snapshots and call Cleanup
+sync_gc || bad "synchronous GC"     # the container snapshot of ctr run --rm
 mkdir -p "$ROOT/snapshots/new-999999/fs"
 nbefore=$(meta_keys | wc -l)
 c images rm --sync "$REGISTRY_HOST/small:v1" > /dev/null || bad "ctr images rm --sync"
@@ -258,6 +272,13 @@ nafter=$(meta_keys | wc -l)
 ndirs=$(find "$ROOT/snapshots" -mindepth 1 -maxdepth 1 | wc -l)
 [ "$ndirs" -eq "$nafter" ] && ok "one directory per snapshot left ($ndirs)" || bad "$ndirs directories for $nafter snapshots"
 
+# orderly end: containerd first (it unmounts what it mounted), then the snapshotter
+bash "$PEERS/containerd-up.sh" --stop --dir "$CTRD" > /dev/null 2>&1 || true
+stop_snapshotter
+[ "$SNAP_RC" = 0 ] && ok "snapshotter exited cleanly at the end" || bad "snapshotter exited with $SNAP_RC"
+if grep -qE 'ERROR: (Address|Thread|Leak|Memory)Sanitizer|runtime error:' "$W/snap.log"; then
+	bad "sanitizer report in the snapshotter log: $(grep -m1 -E 'Sanitizer|runtime error:' "$W/snap.log" | head -c 200)"
+fi
 echo "$NCHECK checks, $NFAIL failed ($(( $(date +%s) - T0 )) s)"
 [ "$NFAIL" -eq 0 ] || { echo "--- snapshotter log (tail)"; tail -n 30 "$W/snap.log"; exit 1; }
 echo PASS
