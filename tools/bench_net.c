@@ -22,12 +22,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 /* our qdisc is recognised by this handle, so a stale one is never someone else's */
 #define NET_HANDLE "1a7:"
+/* who installed it: a live bench is waited for, a dead one's qdisc is stale */
+#define OWNER_FILE "/run/lazyimg/bench-qdisc.pid"
 #define RELAY_BUF (64u << 10)
 /* a delay beyond this is a typo, not a network */
 #define NET_MAX_DELAY_S 10.0
@@ -86,27 +89,82 @@ static int tc(const char *const args[], char *err, size_t errsize)
 	return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
 }
 
-void bench_net_clean_stale(void)
+static bool our_qdisc_on_lo(void)
 {
 	char line[512];
 	FILE *f;
-	bool stale = false;
+	bool on = false;
 
-	find_tc();
 	snprintf(line, sizeof(line), "%s qdisc show dev lo 2>/dev/null", g_tc);
 	f = popen(line, "re");
 	if (!f)
-		return;
+		return false;
 	while (fgets(line, sizeof(line), f))
 		if (strstr(line, " " NET_HANDLE " root"))
-			stale = true;
+			on = true;
 	pclose(f);
-	if (stale) {
-		static const char *const del[] = { "qdisc", "del", "dev", "lo", "root", "handle", NET_HANDLE, NULL };
+	return on;
+}
 
+/* The bench that installed the qdisc, if it still runs (its pid is in OWNER_FILE). */
+static pid_t live_owner(void)
+{
+	char path[64], cmd[256] = "";
+	FILE *f = fopen(OWNER_FILE, "re");
+	int pid = 0;
+	ssize_t n;
+	int fd;
+
+	if (!f)
+		return 0;
+	if (fscanf(f, "%d", &pid) != 1)
+		pid = 0;
+	fclose(f);
+	if (pid <= 0 || pid == getpid() || kill(pid, 0) < 0)
+		return 0;
+	snprintf(path, sizeof(path), "/proc/%d/cmdline", pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	n = read(fd, cmd, sizeof(cmd) - 1);
+	close(fd);
+	cmd[n > 0 ? n : 0] = 0;
+	/* argv[0] ... "bench": only another lazyimg bench counts as an owner */
+	return n > 0 && strstr(cmd, "lazyimg") && memmem(cmd, (size_t)n, "\0bench\0", 7) ? pid : 0;
+}
+
+void bench_net_clean_stale(void)
+{
+	static const char *const del[] = { "qdisc", "del", "dev", "lo", "root", "handle", NET_HANDLE, NULL };
+	pid_t owner;
+
+	find_tc();
+	if (!our_qdisc_on_lo())
+		return;
+	/* another bench shaping lo right now: wait for it rather than pull the rug */
+	for (int i = 0; i < 600 && (owner = live_owner()) && our_qdisc_on_lo(); i++) {
+		struct timespec ts = { 0, 500 * 1000 * 1000 };
+
+		if (i == 0)
+			fprintf(stderr, "lazyimg bench: waiting for bench pid %d to finish shaping lo\n", (int)owner);
+		nanosleep(&ts, NULL);
+	}
+	if (our_qdisc_on_lo()) {
 		fprintf(stderr, "lazyimg bench: removing a qdisc (handle %s) an earlier bench left on lo\n",
 			NET_HANDLE);
 		tc(del, NULL, 0);
+	}
+}
+
+static void write_owner(void)
+{
+	FILE *f;
+
+	mkdir("/run/lazyimg", 0700);
+	f = fopen(OWNER_FILE, "we");
+	if (f) {
+		fprintf(f, "%d\n", (int)getpid());
+		fclose(f);
 	}
 }
 
@@ -453,6 +511,7 @@ void bench_net_start(struct bench_net *n, const char *spec, const char *upstream
 	rc = tc(args, err, sizeof(err));
 	if (rc == 0) {
 		n->qdisc = n->active = true;
+		write_owner();
 		snprintf(n->desc, sizeof(n->desc), "tc netem on lo: %s", spec);
 		return;
 	}
@@ -481,6 +540,7 @@ void bench_net_start(struct bench_net *n, const char *spec, const char *upstream
 		g_qdisc_on = 1;
 		if (tc(targs, err, sizeof(err)) == 0) {
 			n->qdisc = n->active = true;
+			write_owner();
 			snprintf(n->desc + strlen(n->desc), sizeof(n->desc) - strlen(n->desc),
 				 "; rate %s by tc tbf on lo (%s%s)", ratestr, rate,
 				 n->relay ? ": both relay legs cross lo" : "");
