@@ -407,6 +407,24 @@ static void reglog_count(struct bench *b, struct mode *m)
 	set_run(m, M_LOG_REQS, reqs);
 }
 
+/* The last lines of a log this run wrote (the work dir goes away with the bench). */
+static void print_tail(const char *path, int nlines)
+{
+	char lines[32][512];
+	int n = 0;
+	FILE *f = fopen(path, "re");
+
+	if (!f)
+		return;
+	if (nlines > 32)
+		nlines = 32;
+	while (fgets(lines[n % nlines], sizeof(lines[0]), f))
+		n++;
+	fclose(f);
+	for (int i = n > nlines ? n - nlines : 0; i < n; i++)
+		fprintf(stderr, "  | %s", lines[i % nlines]);
+}
+
 /* ---------- one lazyimg run ---------- */
 
 static int lazy_umount(struct bench *b, const char *mnt)
@@ -478,7 +496,8 @@ static int lazy_run(struct bench *b, struct mode *m, const char *cache, const ch
 	t1 = bench_now();
 	if (ret) {
 		untrack_mount(mnt);
-		fprintf(stderr, "\nlazyimg bench: mount of %s failed (exit %d); see %s\n", ref, ret, log);
+		fprintf(stderr, "\nlazyimg bench: mount of %s failed (exit %d); its log:\n", ref, ret);
+		print_tail(log, 15);
 		return -EIO;
 	}
 	spid = read_server_pid(mnt);
@@ -558,7 +577,8 @@ static int full_run(struct bench *b, struct mode *m)
 	t0 = bench_now();
 	ret = bench_run(argv, log, (pid_t *)&g_child_pid);
 	if (ret) {
-		fprintf(stderr, "\nlazyimg bench: skopeo copy %s failed (exit %d); see %s\n", src, ret, log);
+		fprintf(stderr, "\nlazyimg bench: skopeo copy %s failed (exit %d):\n", src, ret);
+		print_tail(log, 15);
 		return -EIO;
 	}
 	snprintf(mpath, sizeof(mpath), "%s/img/manifest.json", d);
@@ -592,7 +612,8 @@ static int full_run(struct bench *b, struct mode *m)
 		free(layers[i]);
 	free(layers);
 	if (ret) {
-		fprintf(stderr, "\nlazyimg bench: untar of %s failed: %s; see %s\n", src, strerror(-ret), log);
+		fprintf(stderr, "\nlazyimg bench: untar of %s failed: %s\n", src, strerror(-ret));
+		print_tail(log, 15);
 		reg_manifest_free(&man);
 		return ret;
 	}
@@ -702,7 +723,8 @@ static int stargz_run(struct bench *b, struct mode *m, char **digests, unsigned 
 		nanosleep(&ts, NULL);
 	}
 	if (!is_mounted(mntd)) {
-		fprintf(stderr, "\nlazyimg bench: stargz-store did not mount; see %s\n", log);
+		fprintf(stderr, "\nlazyimg bench: stargz-store did not mount:\n");
+		print_tail(log, 15);
 		ret = -EIO;
 		goto stop;
 	}
@@ -714,8 +736,9 @@ static int stargz_run(struct bench *b, struct mode *m, char **digests, unsigned 
 
 		snprintf(p, sizeof(p), "%s/%s/%s/diff", mntd, b64, digests[i]);
 		if (stat(p, &st) < 0) {
-			fprintf(stderr, "\nlazyimg bench: stargz-store: layer %s: %s (not eStargz?); see %s\n",
-				digests[i], strerror(errno), log);
+			fprintf(stderr, "\nlazyimg bench: stargz-store: layer %s: %s (not eStargz?)\n", digests[i],
+				strerror(errno));
+			print_tail(log, 15);
 			ret = -EIO;
 			goto stop;
 		}
