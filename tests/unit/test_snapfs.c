@@ -21,6 +21,7 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -463,6 +464,8 @@ static void test_restart_with_holder(void)
 	snprintf(sock, sizeof(sock), "%s/holder.sock", work);
 	hp = fork();
 	if (hp == 0) {
+		/* if this test dies (a failed sanitizer check aborts it), so does its holder */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		execl(lazyimg, "lazyimg", "fdholder", sock, (char *)NULL);
 		_exit(127);
 	}
