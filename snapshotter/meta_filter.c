@@ -18,6 +18,7 @@
 
 #define FILTER_MAX 8192          /* bytes of one filter string */
 #define FILTER_MAX_SELECTORS 64
+#define FILTER_MAX_REGEX 256     /* bytes of one ~= pattern */
 
 enum { OP_PRESENT, OP_EQ, OP_NE, OP_MATCH };
 
@@ -174,6 +175,44 @@ static int parse_selector(const char **p, struct selector *sel)
 	return 0;
 }
 
+/*
+ * A regular expression from a client: short, at most 16 repetitions and 8
+ * nested groups, and no repetition of a repetition ("a++", "a*{2}"), which containerd's RE2 refuses as well and
+ * which makes glibc's regcomp use memory exponential in the pattern.
+ */
+static bool regex_ok(const char *re)
+{
+	bool prev_quant = false;
+	int nquant = 0, depth = 0;
+
+	if (strlen(re) > FILTER_MAX_REGEX)
+		return false;
+	for (const char *p = re; *p; p++) {
+		bool quant = *p == '*' || *p == '+' || *p == '?' || *p == '{';
+
+		/* few repetitions and shallow groups keep the automaton small */
+		if ((quant && ++nquant > 16) || (*p == '(' && ++depth > 8))
+			return false;
+
+		if (*p == '\\' && p[1]) {
+			p++;
+			prev_quant = false;
+			continue;
+		}
+		/* "a*?" (lazy) is valid RE2 but not POSIX either: refuse it too */
+		if (quant && prev_quant)
+			return false;
+		if (*p == '{') {
+			while (*p && *p != '}')
+				p++;
+			if (!*p)
+				return false;
+		}
+		prev_quant = quant;
+	}
+	return true;
+}
+
 static bool field(const struct selector *sel, const struct snapmeta_info *i, const char **val)
 {
 	if (!strcmp(sel->field, "name")) {
@@ -213,7 +252,7 @@ static int sel_match(const struct selector *sel, const struct snapmeta_info *i)
 		regex_t re;
 		int r;
 
-		if (regcomp(&re, sel->value, REG_EXTENDED | REG_NOSUB))
+		if (!regex_ok(sel->value) || regcomp(&re, sel->value, REG_EXTENDED | REG_NOSUB))
 			return -EINVAL;
 		r = regexec(&re, val, 0, NULL, 0) == 0;
 		regfree(&re);

@@ -307,6 +307,10 @@ static void test_filters(void)
 	T_EQ_INT(match("labels==x", &i), -EINVAL);
 	T_EQ_INT(match(",", &i), -EINVAL);
 	T_EQ_INT(match("name==\"a\"b", &i), -EINVAL);
+	/* hostile patterns: nested repetition (glibc regcomp would need gigabytes), too long */
+	T_EQ_INT(match("labels.foo~=b+++++++++++++++++++++++++", &i), -EINVAL);
+	T_EQ_INT(match("labels.foo~=((((((((((b))))))))))", &i), -EINVAL);
+	T_EQ_INT(match("labels.foo~=b\\++", &i), 0);     /* an escaped '+' is a literal */
 	const char *bad = "kind==";
 
 	T_EQ_INT(snapmeta_filter_check(&bad, 1), 0);     /* an empty value is valid */
