@@ -139,6 +139,14 @@ static void mnt_free(struct snap_fs *fs, struct snap_mnt *m)
 
 /* ---- lookup --------------------------------------------------------------- */
 
+/* A ready mount whose session ended although nobody called Umount: someone
+ * unmounted it behind our back (umount -l, an abort in /sys/fs/fuse). */
+static bool gone(const struct snap_mnt *m)
+{
+	return m->state == SNAP_MNT_READY && atomic_load(&m->loop_done);
+}
+
+
 static struct snap_mnt *find(struct snap_fs *fs, const char *id)
 {
 	for (struct snap_mnt *m = fs->mounts; m; m = m->next)
@@ -490,7 +498,7 @@ int snapfs_mount(struct snap_fs *fs, const char *id, const struct snap_label *la
 		mnt_free(fs, fresh);
 		return ret;
 	}
-	if (m && m->state == SNAP_MNT_READY) {
+	if (m && m->state == SNAP_MNT_READY && !gone(m)) {
 		/* idempotent, as nydus-snapshotter's Mount of an existing instance */
 		release(fs, m);
 		pthread_mutex_unlock(&fs->lock);
@@ -504,13 +512,25 @@ int snapfs_mount(struct snap_fs *fs, const char *id, const struct snap_label *la
 		 * mount the holder still keeps, so that its open files live on.
 		 */
 		int fd = -1;
+		bool was_gone = gone(m);
 
 		m->state = SNAP_MNT_MOUNTING;
 		m->error = 0;
 		m->adopted = false;
 		pthread_mutex_unlock(&fs->lock);
 		mnt_free(fs, fresh);
-		if (fs->holder && m->init_len) {
+		if (was_gone) {
+			/* its kernel mount is gone: drop the dead session, mount afresh */
+			lz_warn("snapshot %s: was unmounted behind the server's back: mounting it again", m->id);
+			loop_stop(fs, m);
+			imgfs_destroy(m->ifs);
+			m->ifs = NULL;
+			snap_source_close(m->src);
+			m->src = NULL;
+			atomic_store(&m->loop_done, false);
+			if (fs->holder)
+				snapfs_holder_del(fs->holder, m->id);
+		} else if (fs->holder && m->init_len) {
 			struct held_set hs = { 0 };
 
 			if (snapfs_holder_list(fs->holder, held_add, &hs) == 0)
@@ -619,7 +639,7 @@ int snap_fs_mountpoint(struct snap_fs *fs, const char *id, char *buf, size_t len
 
 	pthread_mutex_lock(&fs->lock);
 	m = find(fs, id ? id : "");
-	if (m && m->state == SNAP_MNT_READY)
+	if (m && m->state == SNAP_MNT_READY && !gone(m))
 		ret = snprintf(buf, len, "%s", m->mnt) >= (int)len ? -ENAMETOOLONG : 0;
 	pthread_mutex_unlock(&fs->lock);
 	return ret;
@@ -643,6 +663,10 @@ int snap_fs_wait_until_ready(struct snap_fs *fs, const char *id, int timeout_ms)
 		m = find(fs, id ? id : "");
 		if (!m) {
 			ret = -ENOENT;
+			break;
+		}
+		if (gone(m)) {
+			ret = -ENODEV;
 			break;
 		}
 		if (m->state == SNAP_MNT_READY)
@@ -764,8 +788,8 @@ static void info_of(const struct snap_mnt *m, struct snap_fs_info *in)
 	snprintf(in->id, sizeof(in->id), "%s", m->id);
 	snprintf(in->ref, sizeof(in->ref), "%s", m->ref);
 	snprintf(in->mountpoint, sizeof(in->mountpoint), "%s", m->mnt);
-	in->state = state_name(m->state);
-	in->error = m->error;
+	in->state = gone(m) ? "failed" : state_name(m->state);
+	in->error = gone(m) ? -ENODEV : m->error;
 	in->adopted = m->adopted;
 }
 

@@ -169,6 +169,16 @@ reg_check "/metrics parses as Prometheus text (python3-prometheus-client): $(/us
 nw=$(awk '$1 == "lazyimg_fuse_worker_threads" { print $2 }' "$W/metrics")
 reg_check "two mounts share $nw FUSE worker threads (a pool, not a loop per mount)" '[ -n "$nw" ] && [ "$nw" -ge 1 ] && [ "$nw" -le 8 ]'
 
+# an admin unmounts m2 behind the server's back: it is reported, and a Mount re-makes it
+umount "$R/mnt/m2"
+for _ in $(seq 40); do [ "$(api GET /api/v1/mounts/m2 | cut -d' ' -f2- | jq -r .state)" = failed ] && break; sleep 0.05; done
+got=$(api GET /api/v1/mounts/m2)
+reg_check "m2 unmounted outside the server shows as failed: $(jq -c '{state, error}' <<< "${got#* }")" \
+	'[ "$(jq -r .state <<< "${got#* }")" = failed ]'
+"$LAZYIMG" mount --server "$SOCK" "$REF" m2 > /dev/null || reg_bad "mount --server m2 again"
+reg_check "Mount of m2 again: mounted and serving" \
+	'reg_is_mounted "$R/mnt/m2" && cmp "$R/mnt/m2/etc/hello.txt" "$W/rootfs/etc/hello.txt"'
+
 # ---------------------------------------------------------------- B. API faults
 expect_err "bad JSON" 400 POST /api/v1/mounts '{"id": "x", "ref": '
 expect_err "trailing garbage after the JSON" 400 POST /api/v1/mounts '{"id":"x","ref":"a/b:c"} xx'
