@@ -36,6 +36,10 @@ static void snapshotter_usage(FILE *out)
 	      "  --cache-max-size BYTES evict least recently used blobs above this (K/M/G)\n"
 	      "  --no-prefetch          ignore images' prefetch tables\n"
 	      "  --no-remote            never mount lazily: every layer is pulled in full\n"
+	      "  --fd-holder SOCK       park the lazy mounts' /dev/fuse fds in a running\n"
+	      "                         `lazyimg fdholder SOCK`: after a restart or a crash\n"
+	      "                         of the snapshotter the mounts (and containers on\n"
+	      "                         them) keep working; without it they are remounted\n"
 	      "  --threads N            FUSE worker threads shared by the lazy mounts\n"
 	      "  --log-level LEVEL      error, warn (default), info or debug\n"
 	      "  -h, --help             this text\n", out);
@@ -70,6 +74,7 @@ int cmd_snapshotter(int argc, char **argv)
 		{ "cache-max-size", required_argument, NULL, 'M' },
 		{ "no-prefetch", no_argument, NULL, 'n' },
 		{ "no-remote", no_argument, NULL, 'N' },
+		{ "fd-holder", required_argument, NULL, 'H' },
 		{ "threads", required_argument, NULL, 'T' },
 		{ "log-level", required_argument, NULL, 'l' },
 		{ "help", no_argument, NULL, 'h' },
@@ -105,6 +110,7 @@ int cmd_snapshotter(int argc, char **argv)
 			break;
 		case 'n': o.fs.prefetch = SNAP_PREFETCH_NONE; break;
 		case 'N': o.no_remote = true; break;
+		case 'H': o.fs.fd_holder = optarg; break;
 		case 'T': o.fs.threads = atoi(optarg); break;
 		case 'l':
 			if (cli_log_level(optarg) < 0) {

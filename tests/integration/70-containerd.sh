@@ -16,6 +16,8 @@
 #      (built once and cached in /var/tmp) runs a command in it.
 #   4. ctr snapshots ls/info/usage/rm, Remove of a parent, GC -> Remove +
 #      Cleanup, restart of the snapshotter (metadata and lazy mounts back).
+#   5. with --fd-holder: kill -9 of the snapshotter under a running container;
+#      after a restart the container still reads its lazily mounted files.
 set -euo pipefail
 . "$(dirname "$0")/reglib.sh"
 export LC_ALL=C
@@ -24,6 +26,7 @@ CTRD=$W/ctrd
 SOCK=$W/snap.sock
 ROOT=$W/root
 SNAP_PID=
+HOLDER_PID=
 REG_DIRS=()
 # the debootstrap image takes a minute to build: cached between runs
 IMGCACHE=${LAZYIMG_T70_IMAGES:-/var/tmp/lazyimg-t70-images}
@@ -51,17 +54,20 @@ cleanup() {
 	stop_snapshotter
 	# anything still mounted under our dir (lazy mounts, a test mount), deepest first
 	grep -o " $W/[^ ]*" /proc/mounts 2>/dev/null | sort -r | while read -r m; do umount -l "$m"; done
+	[ -n "$HOLDER_PID" ] && kill "$HOLDER_PID" 2>/dev/null
 	stop_registries
 	rm -rf "$W"
 }
 trap cleanup EXIT
 
 start_snapshotter() {
-	"$LAZYIMG" snapshotter --root "$ROOT" --address "$SOCK" --insecure --log-level info \
+	local n0
+	n0=$(grep -c "serving on" "$W/snap.log" 2>/dev/null || true)
+	"$LAZYIMG" snapshotter --root "$ROOT" --address "$SOCK" --insecure --log-level info "$@" \
 		>> "$W/snap.log" 2>&1 &
 	SNAP_PID=$!
 	for _ in $(seq 100); do
-		[ -S "$SOCK" ] && grep -q "serving on" "$W/snap.log" && return 0
+		[ -S "$SOCK" ] && [ "$(grep -c "serving on" "$W/snap.log")" -gt "${n0:-0}" ] && return 0
 		kill -0 "$SNAP_PID" 2>/dev/null || break
 		sleep 0.1
 	done
@@ -303,6 +309,31 @@ nafter=$(meta_keys | wc -l)
 [ ! -e "$ROOT/snapshots/new-999999" ] && ok "Cleanup removed a stray directory" || bad "stray directory still there"
 ndirs=$(find "$ROOT/snapshots" -mindepth 1 -maxdepth 1 | wc -l)
 [ "$ndirs" -eq "$nafter" ] && ok "one directory per snapshot left ($ndirs)" || bad "$ndirs directories for $nafter snapshots"
+
+# ---- 5. kill -9 under a running container, with the FUSE fds parked in an fd holder
+stop_snapshotter
+setsid "$LAZYIMG" fdholder "$W/fdh.sock" > "$W/fdh.log" 2>&1 < /dev/null &
+HOLDER_PID=$!
+for _ in $(seq 50); do [ -S "$W/fdh.sock" ] && break; sleep 0.1; done
+start_snapshotter --fd-holder "$W/fdh.sock"
+c run -d --snapshotter lazyimg "$REGISTRY_HOST/debian:bookworm-nydus" t70long sleep 600 > /dev/null ||
+	bad "ctr run -d"
+kill -9 "$SNAP_PID"
+wait "$SNAP_PID" 2>/dev/null || true
+SNAP_PID=
+start_snapshotter --fd-holder "$W/fdh.sock"
+grep -q "adopted .*debian" "$W/snap.log" && ok "the restarted snapshotter adopted the parked FUSE session" ||
+	bad "no adopted mount after the restart"
+want_md5=$(md5sum < "$IMGCACHE/debian/rootfs/usr/bin/ls" | cut -d' ' -f1)
+out=$(timeout -k 5 60 ctr -a "$CONTAINERD_ADDRESS" tasks exec --exec-id e1 t70long \
+	sh -c 'cat /etc/debian_version; md5sum < /usr/bin/ls' 2>&1) || true
+[ "$out" = "$want
+$want_md5  -" ] && ok "the running container reads its files after kill -9 + restart of the snapshotter" ||
+	bad "container after kill -9: '$(echo "$out" | tr '\n' ' ' | head -c 200)'"
+c tasks kill -s KILL t70long > /dev/null 2>&1 || true
+for _ in $(seq 50); do c tasks ls | grep -q '^t70long .*RUNNING' || break; sleep 0.1; done
+c tasks delete t70long > /dev/null 2>&1 || true
+c containers delete t70long > /dev/null 2>&1 || true
 
 # orderly end: containerd first (it unmounts what it mounted), then the snapshotter
 bash "$PEERS/containerd-up.sh" --stop --dir "$CTRD" > /dev/null 2>&1 || true
