@@ -356,6 +356,23 @@ static bool mergeable(struct rafs *fs, const struct img_chunk *c1, const struct 
 	       span + c2->compressed_size <= max;
 }
 
+/* The chunk with the next index in c's blob (v6: the blob's chunk-info
+ * array); -ENOENT at the end or where the format has no such order (v5). */
+static int blob_next_chunk(struct rafs *fs, const struct img_chunk *c, struct img_chunk *nc)
+{
+	const struct rafs_blob *b;
+	const struct rafs_ci *ci;
+
+	if (fs->version != 6 || c->blob_index >= fs->nblobs)
+		return -ENOENT;
+	b = &fs->blobs[c->blob_index];
+	/* ci and nci are published before any chunk of the blob is handed out */
+	ci = atomic_load_explicit(&b->ci, memory_order_acquire);
+	if (!ci || c->index + 1 >= b->nci || !(ci[c->index + 1].flags & RAFS_CI_PRESENT))
+		return -ENOENT;
+	return rafs_v6_ci_get(fs, c->blob_index, c->index + 1, nc);
+}
+
 /*
  * The caller owns chunk c (cache begin() returned 0). Extend it with the
  * chunks `next` yields while they are stored right behind it and nobody has
@@ -381,12 +398,30 @@ static int fetch_owned(struct rafs *fs, const struct img_chunk *c, void *out, co
 		struct img_chunk nc;
 
 		if (next->fn(fs, next->arg, k, &nc) || !mergeable(fs, &run[n - 1], &nc, span, fs->merge_max))
-			break;
+			goto fetch;
 		if (fs->cache->try_begin(fs->cache_ctx, nc.blob_index, &nc) != 1)
+			goto fetch;
+		run[n++] = nc;
+		span += nc.compressed_size;
+	}
+	/*
+	 * The file ends inside the run: go on with the chunks stored after it in
+	 * the blob (other files, usually the next ones of the same directory),
+	 * up to half the bound. Reading a tree of small files then costs one
+	 * request per merge_max / 2 bytes instead of one per file; nydusd calls
+	 * this amplified I/O.
+	 */
+	while (n < RAFS_MERGE_MAX_CHUNKS) {
+		struct img_chunk nc;
+
+		if (blob_next_chunk(fs, &run[n - 1], &nc) ||
+		    !mergeable(fs, &run[n - 1], &nc, span, fs->merge_max / 2) ||
+		    fs->cache->try_begin(fs->cache_ctx, nc.blob_index, &nc) != 1)
 			break;
 		run[n++] = nc;
 		span += nc.compressed_size;
 	}
+fetch:
 	if (n > 1)
 		atomic_fetch_add(&fs->st_merged, n - 1);
 	return fetch_run(fs, run, n, out);

@@ -77,7 +77,9 @@ done
 fp_set "$PROXY_CTL" pass
 
 echo "== 1. one fault of each kind, each on one cold file (--timeout 2 --retries 4)"
-reg_mount "$MNT" --insecure --no-prefetch --timeout 2 --retries 4 --cache-dir "$W/cacheA" "$REF" ||
+# --merge-max 0: one request per chunk, so that every file read below costs its own
+# request for the fault to hit (merged, a read also fetches the next files' chunks)
+reg_mount "$MNT" --insecure --no-prefetch --timeout 2 --retries 4 --merge-max 0 --cache-dir "$W/cacheA" "$REF" ||
 	reg_die "mount through the proxy failed: $(cat "$MNT.err")"
 i=0
 for kind in reset truncate 500 503 429 stall stallbody badrange whole shortbody; do
