@@ -143,7 +143,7 @@ fuzz:
 	done
 
 ## bench: print mount/read figures (see tests/bench.sh)
-bench: $(BIN) $(HELPER_BINS) $(BENCH_BINS)
+bench: $(BIN) $(HELPER_BINS) $(BENCH_BINS) $(BUILD)/tests/test_estargz
 	@BUILD=$(BUILD) tests/bench.sh
 
 ## demo: mount a built-in example image and look around

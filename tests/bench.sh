@@ -119,6 +119,11 @@ if grep -qw erofs /proc/filesystems; then
 fi
 rm -rf "$W"/img100k-*
 
+# 2b. eStargz TOC parsing: a 100k-entry TOC through the streaming parser and tree build
+echo
+echo "eStargz TOC parse (yajl callbacks + tree build), time and RSS above the JSON buffer:"
+TOP=$TOP BUILD=$BUILD "$TOP/$BUILD/bench/estargz_toc_parse" 100000 || echo "# estargz_toc_parse failed" >&2
+
 # 3. conversion speed and size on a debootstrap-sized tree
 DEB=$CACHE/debian
 if [ ! -f "$DEB/.done" ] && command -v debootstrap >/dev/null; then
