@@ -856,6 +856,11 @@ int snap_fs_stats(struct snap_fs *fs, const char *id, struct snap_fs_stats *st)
 		st->lat_p99_us = is.lat_p99_us;
 		st->lat_max_us = is.lat_max_us;
 		st->lat_sum_us = is.lat_sum_us;
+		{
+			static const char *const pf[] = { "table", "none", "list", "all" };
+
+			st->prefetch_source = fs->o.prefetch >= 0 && fs->o.prefetch < 4 ? pf[fs->o.prefetch] : "table";
+		}
 		imgfs_inflight(m->ifs, (uint64_t)(fs->o.hung_ms > 0 ? fs->o.hung_ms : SNAP_FS_HUNG_MS_DEFAULT) * 1000u,
 			       &st->inflight, &st->hung);
 		ret = 0;

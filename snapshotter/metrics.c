@@ -19,6 +19,7 @@ char *snapfs_stats_json(const struct snap_fs_stats *st)
 		     "\"cache_misses\":%llu,\"prefetch_bytes\":%llu,\"chunk_errors\":%llu,"
 		     "\"reads\":%llu,\"read_bytes\":%llu,\"read_errors\":%llu,\"lookups\":%llu,"
 		     "\"read_latency_us\":{\"p50\":%llu,\"p90\":%llu,\"p99\":%llu,\"max\":%llu},"
+		     "\"prefetch_source\":\"%s\",\"recording\":false,\"recorded_files\":0,"
 		     "\"inflight\":%llu,\"hung\":%llu}\n",
 		     (unsigned long long)st->src.backend_bytes, (unsigned long long)st->src.backend_requests,
 		     (unsigned long long)st->src.cache_hits, (unsigned long long)st->src.cache_misses,
@@ -27,6 +28,7 @@ char *snapfs_stats_json(const struct snap_fs_stats *st)
 		     (unsigned long long)st->read_errors, (unsigned long long)st->lookups,
 		     (unsigned long long)st->lat_p50_us, (unsigned long long)st->lat_p90_us,
 		     (unsigned long long)st->lat_p99_us, (unsigned long long)st->lat_max_us,
+		     st->prefetch_source ? st->prefetch_source : "table",
 		     (unsigned long long)st->inflight, (unsigned long long)st->hung) < 0)
 		return NULL;
 	return s;

@@ -106,6 +106,7 @@ struct snap_fs_stats {
 	uint64_t lat[32];              /* read latency histogram, bucket i = [2^i, 2^(i+1)) us */
 	uint64_t lat_p50_us, lat_p90_us, lat_p99_us, lat_max_us, lat_sum_us;
 	uint64_t inflight, hung;       /* reads running now / running longer than hung_ms */
+	const char *prefetch_source;   /* table, none, list or all (as `lazyimg stats`) */
 };
 #define SNAP_FS_HUNG_MS_DEFAULT 10000
 int snap_fs_stats(struct snap_fs *fs, const char *id, struct snap_fs_stats *st);

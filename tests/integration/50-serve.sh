@@ -122,6 +122,13 @@ reg_check "list shows m1 and m2 ready" '[ "$(awk "\$2 == \"ready\" { print \$1 }
 reg_check "m1 and m2 serve the source bytes (hello.txt, random-1m.bin)" \
 	'cmp "$R/mnt/m1/etc/hello.txt" "$W/rootfs/etc/hello.txt" && cmp "$R/mnt/m2/blobs/random-1m.bin" "$W/rootfs/blobs/random-1m.bin"'
 st=$("$LAZYIMG" stats --server "$SOCK" m2)
+# the same keys as `lazyimg stats` of a single mount (plus inflight and hung)
+mkdir -p "$W/single"
+"$LAZYIMG" mount --insecure --cache-dir "$W/single-cache" --log-file "$W/single.log" "$REF" "$W/single"
+k1=$("$LAZYIMG" stats "$W/single" | jq -c 'keys')
+"$LAZYIMG" umount "$W/single"
+reg_check "stats --server has every key of lazyimg stats ($k1)" \
+	'[ "$(jq -c --argjson k "$k1" "[\$k[] as \$x | select(has(\$x) | not)]" <<< "$st")" = "[]" ]'
 reg_check "stats --server m2 has the lazyimg stats keys ($(head -c 140 <<< "$st")...)" \
 	'jq -e "(.backend_bytes > 0) and (.read_bytes >= 1048576) and has(\"cache_hits\") and has(\"read_latency_us\")" <<< "$st" > /dev/null'
 # the data blob holding random-1m.bin: the largest file in the cache
