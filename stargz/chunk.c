@@ -19,6 +19,9 @@
 /* chunks above this share one extra slot, so that 16 slots never pin 16 huge chunks */
 #define ES_SLOT_MAX (16u << 20)
 #define ES_SCRATCH_KEEP (32u << 20)
+/* compressed bytes one merged request may cover, and chunks in it */
+#define ES_MERGE_MAX (2u << 20)
+#define ES_MERGE_MAX_CHUNKS 256
 
 static atomic_bool use_zlib;
 
@@ -222,30 +225,23 @@ static int inflate_zstd(struct tl_bufs *t, const uint8_t *in, size_t len, size_t
 	return 0;
 }
 
-/* Fetch, inflate and verify chunk `idx` of layer `li` into out (chunk size bytes); no logging. */
-static int fetch_chunk(struct estargz *es, uint32_t li, uint32_t idx, void *out)
+/* Inflate and verify chunk `idx` of layer `li` from its compressed bytes src[0..len) into out. */
+static int decode_chunk(struct estargz *es, uint32_t li, uint32_t idx, const uint8_t *src, size_t len,
+			void *out)
 {
 	const struct es_layer *l = &es->layers[li];
 	const struct es_chunk *c = &l->chunks[idx];
 	struct tl_bufs *t = tl_get();
-	size_t len = (size_t)(c->next - c->offset), need = (size_t)c->inner + c->size;
+	size_t need = (size_t)c->inner + c->size;
 	uint8_t dg[LZ_DIGEST_LEN], *data = NULL;
 	int ret;
 
 	if (!t)
 		return -ENOMEM;
-	if (es->validate && !c->has_digest)
-		return -EBADMSG;   /* nothing to verify against: refuse, never serve unverified */
-	ret = ensure(&t->in, &t->in_cap, len);
-	if (ret)
-		return ret;
-	ret = blob_read(es, li, t->in, len, c->offset);
-	if (ret)
-		return ret;
 	if (l->kind == ESTARGZ_ZSTD_CHUNKED)
-		ret = inflate_zstd(t, t->in, len, need, &data);
+		ret = inflate_zstd(t, src, len, need, &data);
 	else
-		ret = inflate_gzip(t, t->in, len, need, &data);
+		ret = inflate_gzip(t, src, len, need, &data);
 	if (ret)
 		return ret;
 	if (es->validate) {
@@ -261,12 +257,114 @@ static int fetch_chunk(struct estargz *es, uint32_t li, uint32_t idx, void *out)
 		t->out = NULL;
 		t->out_cap = 0;
 	}
+	return 0;
+}
+
+/* Fetch, inflate and verify chunk `idx` of layer `li` into out (chunk size bytes); no logging. */
+static int fetch_chunk(struct estargz *es, uint32_t li, uint32_t idx, void *out)
+{
+	const struct es_chunk *c = &es->layers[li].chunks[idx];
+	struct tl_bufs *t = tl_get();
+	size_t len = (size_t)(c->next - c->offset);
+	int ret;
+
+	if (!t)
+		return -ENOMEM;
+	if (es->validate && !c->has_digest)
+		return -EBADMSG;   /* nothing to verify against: refuse, never serve unverified */
+	ret = ensure(&t->in, &t->in_cap, len);
+	if (ret)
+		return ret;
+	ret = blob_read(es, li, t->in, len, c->offset);
+	if (!ret)
+		ret = decode_chunk(es, li, idx, t->in, len, out);
 	if (t->in_cap > ES_SCRATCH_KEEP) {
 		free(t->in);
 		t->in = NULL;
 		t->in_cap = 0;
 	}
-	return 0;
+	return ret;
+}
+
+/*
+ * Chunks idx0..idx0+n-1 of layer li are stored back to back and each is
+ * claimed through the cache: one backend read for all, then each is
+ * inflated, verified and handed to the cache. Chunk idx0 also goes to out0;
+ * its result is returned, the others' only reach the cache.
+ */
+static int fetch_run(struct estargz *es, uint32_t li, uint32_t idx0, uint32_t n, void *out0)
+{
+	const struct es_chunk *cs = &es->layers[li].chunks[idx0];
+	uint64_t base = cs[0].offset, span = cs[n - 1].next - base;
+	uint32_t maxsz = 0;
+	uint8_t *in, *tmp = NULL;
+	int ret, ret0 = 0;
+
+	for (uint32_t i = 1; i < n; i++)
+		maxsz = LZ_MAX(maxsz, cs[i].size);
+	in = lz_malloc(span);
+	if (n > 1)
+		tmp = lz_malloc(maxsz ? maxsz : 1);
+	ret = in && (n == 1 || tmp) ? 0 : -ENOMEM;
+	if (!ret)
+		ret = blob_read(es, li, in, span, base);
+	for (uint32_t i = 0; i < n; i++) {
+		struct img_chunk ic;
+		void *dst = i ? tmp : out0;
+		int r = ret;
+
+		if (!r && es->validate && !cs[i].has_digest)
+			r = -EBADMSG;
+		if (!r)
+			r = decode_chunk(es, li, idx0 + i, in + (cs[i].offset - base), cs[i].next - cs[i].offset, dst);
+		es_fill_img_chunk(es, li, idx0 + i, &ic);
+		es->cache->done(es->cache_ctx, li, &ic, dst, r);
+		if (i == 0)
+			ret0 = r;
+	}
+	free(in);
+	free(tmp);
+	return ret0;
+}
+
+/*
+ * The caller owns chunk idx. Claim, without waiting, the chunks stored right
+ * after it while nobody has them: the rest of its file up to ES_MERGE_MAX
+ * compressed bytes in all, other files (the next entries of the TOC) up to
+ * half that. A cold read of a file costs one request per ES_MERGE_MAX bytes,
+ * and a tree of small files one per ES_MERGE_MAX / 2 instead of one per file.
+ */
+static int fetch_owned(struct estargz *es, uint32_t li, uint32_t idx, void *out)
+{
+	const struct es_layer *l = &es->layers[li];
+	uint64_t span = l->chunks[idx].next - l->chunks[idx].offset;
+	bool same_file = true;
+	uint32_t n = 1;
+
+	while (es->cache->try_begin && idx + n < l->nchunks && n < ES_MERGE_MAX_CHUNKS) {
+		const struct es_chunk *prev = &l->chunks[idx + n - 1], *c = &l->chunks[idx + n];
+		struct img_chunk ic;
+
+		same_file = same_file && c->file_off > prev->file_off;
+		if (c->offset != prev->next || c->next <= c->offset ||
+		    span + (c->next - c->offset) > (same_file ? ES_MERGE_MAX : ES_MERGE_MAX / 2))
+			break;
+		es_fill_img_chunk(es, li, idx + n, &ic);
+		if (es->cache->try_begin(es->cache_ctx, li, &ic) != 1)
+			break;
+		span += c->next - c->offset;
+		n++;
+	}
+	if (n == 1) {
+		struct img_chunk ic;
+		int ret = fetch_chunk(es, li, idx, out);
+
+		es_fill_img_chunk(es, li, idx, &ic);
+		es->cache->done(es->cache_ctx, li, &ic, out, ret);
+		return ret;
+	}
+	atomic_fetch_add(&es->st_merged, n - 1);
+	return fetch_run(es, li, idx, n, out);
 }
 
 void es_fill_img_chunk(const struct estargz *es, uint32_t li, uint32_t idx, struct img_chunk *ic)
@@ -301,9 +399,7 @@ static int read_verified(struct estargz *es, uint32_t li, uint32_t idx, void *ou
 	}
 	if (ret < 0)
 		return ret;
-	ret = fetch_chunk(es, li, idx, out);
-	es->cache->done(es->cache_ctx, li, &ic, out, ret);
-	return ret;
+	return fetch_owned(es, li, idx, out);
 }
 
 static const char *why(int err)
@@ -416,4 +512,5 @@ void estargz_get_stats(const struct estargz *es, struct estargz_stats *st)
 	st->backend_bytes = atomic_load(&m->st_bytes);
 	st->backend_reads = atomic_load(&m->st_reads);
 	st->errors = atomic_load(&m->st_errors);
+	st->merged = atomic_load(&m->st_merged);
 }

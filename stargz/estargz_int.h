@@ -99,7 +99,7 @@ struct estargz {
 	struct es_slot *slots;
 	size_t nslots;
 
-	_Atomic uint64_t st_fills, st_hits, st_bytes, st_reads, st_errors;
+	_Atomic uint64_t st_fills, st_hits, st_bytes, st_reads, st_errors, st_merged;
 	_Atomic long read_log;
 };
 

@@ -156,6 +156,7 @@ int estargz_open_file(const char *path, const struct estargz_opts *o, struct est
 
 struct estargz_stats {
 	uint64_t chunk_fills, chunk_cache_hits, backend_bytes, backend_reads, errors;
+	uint64_t merged;   /* chunks fetched in another chunk's request */
 };
 void estargz_get_stats(const struct estargz *es, struct estargz_stats *st);
 

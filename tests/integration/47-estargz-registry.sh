@@ -326,6 +326,19 @@ reg_check "second mount: no blob request at all: footers and TOCs come from the 
 	'[ "$(wc -l < "$W/gets-2")" = 0 ]'
 reg_umount "$M3"
 
+# a whole-tree read on a fresh cache: files stored one after another share requests
+# (neighbouring gzip members merged up to 2 MiB, 1 MiB across files)
+M3T=$W/m3t
+reg_mount "$M3T" --insecure --no-prefetch --cache-dir "$W/c3t" "$SMALL" || reg_die "mount of $SMALL on a fresh cache failed"
+r0=$(reg_stat "$M3T" backend_requests)
+nfiles=$(find "$M3T" -type f -size +0 | wc -l)
+find "$M3T" -type f -exec cat {} + > /dev/null
+r1=$(reg_stat "$M3T" backend_requests)
+reg_check "reading all $nfiles non-empty files took $((r1 - r0)) requests (fewer than half as many)" \
+	'[ $((2 * (r1 - r0))) -lt "$nfiles" ] && [ $((r1 - r0)) -ge 1 ]'
+cmp_trees "and the tree read that way equals the source" "$W/sflat" "$M3T" --ignore-root-attrs
+reg_umount "$M3T"
+
 # ---------------------------------------------------------------- 4. tampered chunk
 step "4. a flipped byte in one file's compressed data"
 # blobs/random-1m.bin (l2, incompressible) starts its own gzip member at its TOC offset;
