@@ -5,11 +5,13 @@
  * request to status (unary calls, and List as a server stream in batches),
  * so a slow lazy mount blocks only its own worker.
  *
- * containerd sends its namespace as the "containerd-namespace" metadata
- * entry, but the keys and parents it gives a proxy snapshotter are already
- * namespaced by its metadata layer ("<ns>/<seq>/<key>"), and the names of
- * remote snapshots (chain IDs) are meant to be shared across namespaces: the
- * namespace is only logged.
+ * Namespaces: the keys and parents containerd gives a proxy snapshotter are
+ * already namespaced by its metadata layer ("<ns>/<seq>/<key>"), and the
+ * names of remote snapshots (chain IDs) are meant to be shared by every
+ * namespace (containerd re-checks label and parent when it adopts one), so
+ * the "containerd-namespace" metadata entry is only logged. containerd
+ * 1.6.20 does not even send it on proxy calls (seen here: every call comes
+ * without it); newer releases do.
  */
 #define LZ_MOD "snapgrpc"
 #include "lazyimg/lz.h"

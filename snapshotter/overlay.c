@@ -20,6 +20,9 @@
 #define LABEL_STARGZ_REF "containerd.io/snapshot/remote/stargz.reference"
 #define LABEL_LAYER_DIGEST "containerd.io/snapshot/cri.layer-digest"
 #define LABEL_STARGZ_DIGEST "containerd.io/snapshot/remote/stargz.digest"
+/* nydus-snapshotter's mark of a layer it serves as eStargz; set here too when
+ * a layer is tried as eStargz on ctr-remote's labels alone */
+#define LABEL_STARGZ "containerd.io/snapshot/stargz"
 #define SNAPSVC_MAX_DEPTH 4096      /* parents walked for one mount */
 
 struct snapsvc {
@@ -164,6 +167,15 @@ static int remote_kind(const struct snapsvc *s, const struct snapmeta_label *l, 
 	else if (snap_labels_nydus_meta(sl, n))
 		kind = SNAPMETA_NYDUS_META;
 	else if (snap_labels_stargz(sl, n))
+		kind = SNAPMETA_STARGZ;
+	/*
+	 * ctr-remote labels every layer of every image it pulls (stargz.reference,
+	 * stargz.digest) whether or not the layer is eStargz, and eStargz images
+	 * from other builders lack the toc.digest annotation: try such a layer as
+	 * eStargz (the footer decides; a plain gzip layer fails fast and is
+	 * pulled in full), as nydus-snapshotter probes its layers.
+	 */
+	else if (label(l, n, LABEL_STARGZ_REF) && (label(l, n, LABEL_STARGZ_DIGEST) || label(l, n, LABEL_LAYER_DIGEST)))
 		kind = SNAPMETA_STARGZ;
 	free(sl);
 	return kind;
@@ -461,11 +473,24 @@ static int prepare_remote(struct snapsvc *s, int rkind, const char *key, const c
 	char mp[PATH_MAX];
 	int ret;
 
+	struct snapmeta_label *with = NULL;
+
 	if (!snapmeta_get(s->meta, target, NULL))
 		return -EEXIST;
+	if (rkind == SNAPMETA_STARGZ && !label(labels, n, LABEL_STARGZ)) {
+		/* snap_fs mounts one eStargz layer only for a layer marked as such */
+		with = calloc(n + 1, sizeof(*with));
+		if (!with)
+			return -ENOMEM;
+		memcpy(with, labels, n * sizeof(*with));
+		with[n].key = (char *)LABEL_STARGZ;
+		with[n].value = (char *)"true";
+		labels = with;
+		n++;
+	}
 	ret = snapmeta_create(s->meta, key, parent, SNAPMETA_ACTIVE, labels, n, rkind, &i);
 	if (ret)
-		return ret;
+		goto undo;
 	ret = make_dirs(s, i.id, SNAPMETA_ACTIVE);
 	if (ret)
 		goto undo;
@@ -491,11 +516,15 @@ static int prepare_remote(struct snapsvc *s, int rkind, const char *key, const c
 		"eStargz layer", (unsigned long long)i.id);
 	snapmeta_info_free(&i);
 	snapmeta_info_free(&c);
+	free(with);
 	return -EEXIST;
 undo:
-	snapmeta_remove(s->meta, key, NULL);
-	remove_dirs(s, i.id);
+	if (i.key) {
+		snapmeta_remove(s->meta, key, NULL);
+		remove_dirs(s, i.id);
+	}
 	snapmeta_info_free(&i);
+	free(with);
 	return ret;
 }
 

@@ -56,7 +56,7 @@ cleanup() {
 	grep -o " $W/[^ ]*" /proc/mounts 2>/dev/null | sort -r | while read -r m; do umount -l "$m"; done
 	[ -n "$HOLDER_PID" ] && kill "$HOLDER_PID" 2>/dev/null
 	stop_registries
-	rm -rf "$W"
+	[ -n "${T70_KEEP:-}" ] && echo "kept $W" || rm -rf "$W"
 }
 trap cleanup EXIT
 
@@ -308,6 +308,17 @@ nafter=$(meta_keys | wc -l)
 [ ! -e "$ROOT/snapshots/new-999999" ] && ok "Cleanup removed a stray directory" || bad "stray directory still there"
 ndirs=$(find "$ROOT/snapshots" -mindepth 1 -maxdepth 1 | wc -l)
 [ "$ndirs" -eq "$nafter" ] && ok "one directory per snapshot left ($ndirs)" || bad "$ndirs directories for $nafter snapshots"
+
+# ---- 4b. ctr-remote rpull of a plain gzip image: the stargz labels are on every
+# layer, the lazy mount finds no eStargz footer and each layer is pulled in full
+nfall=$(grep -c "pulling it in full" "$W/snap.log" || true)
+timeout -k 5 120 ctr-remote -a "$CONTAINERD_ADDRESS" images rpull --plain-http --snapshotter lazyimg \
+	"$REGISTRY_HOST/small:v1-docker" > "$W/rpull4.log" 2>&1 || { cat "$W/rpull4.log"; bad "rpull of a plain image"; }
+n=$(( $(grep -c "pulling it in full" "$W/snap.log" || true) - nfall ))
+[ "$n" -eq 3 ] && ok "rpull of a plain image: 3 layers fell back to a full pull" || bad "$n layers fell back, expected 3"
+snap_mount t70-m4 "$(top_chain small v1-docker)" "$W/m4" || die "prepare + mount of the plain rpull"
+tree_same "$W/oracle" "$W/m4" && ok "plain image pulled by rpull has the right content" || bad "plain rpull content differs"
+snap_umount t70-m4 "$W/m4" || bad "umount + rm of t70-m4"
 
 # ---- 5. kill -9 under a running container, with the FUSE fds parked in an fd holder
 stop_snapshotter
