@@ -179,6 +179,65 @@ static int fetch_chunk(void *arg, const struct img_chunk *c)
 	return 0;
 }
 
+struct chunk_list {
+	struct img_chunk *v;
+	size_t n, cap;
+};
+
+static int collect_chunk(void *arg, const struct img_chunk *c)
+{
+	struct chunk_list *l = arg;
+
+	if (c->flags & IMG_CHUNK_HOLE)
+		return 0;
+	if (l->n == l->cap) {
+		size_t nc = l->cap ? 2 * l->cap : 1024;
+		struct img_chunk *nv = lz_realloc(l->v, nc * sizeof(*nv));
+
+		if (!nv)
+			return -ENOMEM;
+		l->v = nv;
+		l->cap = nc;
+	}
+	l->v[l->n++] = *c;
+	return 0;
+}
+
+static int chunk_order(const void *a, const void *b)
+{
+	const struct img_chunk *x = a, *y = b;
+
+	if (x->blob_index != y->blob_index)
+		return x->blob_index < y->blob_index ? -1 : 1;
+	return x->compressed_offset < y->compressed_offset ? -1 : x->compressed_offset > y->compressed_offset;
+}
+
+/*
+ * --prefetch-all has no order to keep: fetch in blob order, so that files
+ * stored one after another go out in a few large requests instead of one
+ * request per file in the order a directory walk meets them.
+ */
+static bool prefetch_in_blob_order(struct pf *p, struct image *img)
+{
+	struct chunk_list l = { 0 };
+
+	for (size_t i = 0; i < p->n && !atomic_load(&p->s->stop); i++)
+		if (img->ops->chunks(img, p->inos[i], collect_chunk, &l) == -ENOMEM) {
+			free(l.v);
+			return false; /* fall back to file order */
+		}
+	qsort(l.v, l.n, sizeof(*l.v), chunk_order);
+	for (size_t i = 0; i < l.n && !atomic_load(&p->s->stop); i++) {
+		/* a chunk shared by several files (dedup) is fetched once */
+		if (i && l.v[i].blob_index == l.v[i - 1].blob_index &&
+		    l.v[i].compressed_offset == l.v[i - 1].compressed_offset)
+			continue;
+		fetch_chunk(p, &l.v[i]);
+	}
+	free(l.v);
+	return true;
+}
+
 static void *prefetch_main(void *arg)
 {
 	struct pf *p = arg;
@@ -186,9 +245,11 @@ static void *prefetch_main(void *arg)
 	uint64_t fetched_before = atomic_load(&p->s->prefetch_bytes);
 
 	snap_cache_set_prefetch_thread(true);
-	for (size_t i = 0; i < p->n && !atomic_load(&p->s->stop); i++)
-		if (img->ops->chunks(img, p->inos[i], fetch_chunk, p) == -ECANCELED)
-			break;
+	if (p->s->o.prefetch != SNAP_PREFETCH_ALL || !prefetch_in_blob_order(p, img)) {
+		for (size_t i = 0; i < p->n && !atomic_load(&p->s->stop); i++)
+			if (img->ops->chunks(img, p->inos[i], fetch_chunk, p) == -ECANCELED)
+				break;
+	}
 	flush(p);
 	lz_info("prefetch done: %zu files, %llu bytes fetched", p->n,
 		(unsigned long long)(atomic_load(&p->s->prefetch_bytes) - fetched_before));

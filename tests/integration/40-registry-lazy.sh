@@ -75,4 +75,23 @@ sys.exit(1 if bad else 0)
 PY
 echo "ok: mounted tree equals the unpacked source (content, modes, owners, sizes, links, mtimes)"
 "$LAZYIMG" umount "$MNT"
+
+# 3. --prefetch-all: everything arrives in the background, in blob order, in few requests
+"$LAZYIMG" mount --insecure --prefetch-all --log-file "$W/pf.log" --log-level info --cache-dir "$W/cache3" \
+	"$REGISTRY_HOST/small:v1-nydus" "$MNT"
+for _ in $(seq 100); do grep -q "prefetch done" "$W/pf.log" && break; sleep 0.1; done
+grep -q "prefetch done" "$W/pf.log" || { echo "FAIL: prefetch did not finish in 10 s"; cat "$W/pf.log"; exit 1; }
+stats=$("$LAZYIMG" stats "$MNT")
+js() { python3 -c "import json,sys; print(json.load(sys.stdin)[\"$1\"])" <<< "$stats"; }
+nfiles=$(find "$W/rootfs" -type f -size +0 | wc -l)
+echo "after prefetch: $stats ($nfiles non-empty files)"
+[ "$(js prefetch_bytes)" -gt 0 ] || { echo "FAIL: prefetch_bytes is 0"; exit 1; }
+[ $((2 * $(js backend_requests))) -lt "$nfiles" ] ||
+	{ echo "FAIL: prefetching $nfiles files took $(js backend_requests) requests (want fewer than half)"; exit 1; }
+b0=$(js backend_bytes)
+diff -r --no-dereference "$W/rootfs" "$MNT" > /dev/null || { echo "FAIL: prefetched content differs"; exit 1; }
+stats=$("$LAZYIMG" stats "$MNT")
+[ "$(js backend_bytes)" = "$b0" ] || { echo "FAIL: reading the prefetched tree fetched $(( $(js backend_bytes) - b0 )) more bytes"; exit 1; }
+echo "ok: --prefetch-all fetched every file in $(js backend_requests) requests; reading the tree then fetched nothing"
+"$LAZYIMG" umount "$MNT"
 echo PASS
