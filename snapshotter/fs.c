@@ -871,12 +871,61 @@ int snap_fs_stats(struct snap_fs *fs, const char *id, struct snap_fs_stats *st)
 
 /* ---- open / restore / close ------------------------------------------------ */
 
+/* Restores run in parallel (a slow or failing registry for one image must not hold up
+ * the readers of the others), at most this many at once. */
+#define SNAP_RESTORE_PARALLEL 8
+
+struct restore_ctx {
+	struct snap_fs *fs;
+	struct held_set hs;
+	pthread_t *th;
+	size_t nth, cap;
+	int running;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+};
+
+struct restore_job {
+	struct restore_ctx *rc;
+	struct snap_mnt *m;
+	int fd;
+};
+
+static void restore_mount(struct snap_fs *fs, struct snap_mnt *m, int fd)
+{
+	int ret = do_mount(fs, m, fd);
+
+	pthread_mutex_lock(&fs->lock);
+	m->state = ret ? SNAP_MNT_FAILED : SNAP_MNT_READY;
+	m->error = ret;
+	release(fs, m);
+	pthread_mutex_unlock(&fs->lock);
+	if (ret)
+		lz_err("snapshot %s: not restored (%s); its state is kept, Mount retries it", m->id,
+		       lz_strerror(ret));
+}
+
+static void *restore_main(void *p)
+{
+	struct restore_job *j = p;
+	struct restore_ctx *rc = j->rc;
+
+	restore_mount(rc->fs, j->m, j->fd);
+	free(j);
+	pthread_mutex_lock(&rc->lock);
+	rc->running--;
+	pthread_cond_broadcast(&rc->cond);
+	pthread_mutex_unlock(&rc->lock);
+	return NULL;
+}
+
+/* one persisted mount: listed at once (busy, mounting), mounted by a restore thread */
 static int restore_one(void *arg, struct snap_mnt *m)
 {
-	void **a = arg;
-	struct snap_fs *fs = a[0];
-	struct held_set *hs = a[1];
-	int fd = take_held(hs, m->id), ret;
+	struct restore_ctx *rc = arg;
+	struct snap_fs *fs = rc->fs;
+	struct restore_job *j;
+	int fd = take_held(&rc->hs, m->id);
 
 	if (snprintf(m->mnt, sizeof(m->mnt), "%s/%s", fs->mnt_dir, m->id) >= (int)sizeof(m->mnt)) {
 		mnt_free(fs, m);
@@ -900,44 +949,87 @@ static int restore_one(void *arg, struct snap_mnt *m)
 		snapfs_holder_del(fs->holder, m->id);
 		m->init_len = 0;
 	}
-	ret = do_mount(fs, m, fd);
-	pthread_mutex_lock(&fs->lock);
-	m->state = ret ? SNAP_MNT_FAILED : SNAP_MNT_READY;
-	m->error = ret;
-	release(fs, m);
-	pthread_mutex_unlock(&fs->lock);
-	if (ret)
-		lz_err("snapshot %s: not restored (%s); its state is kept, Mount retries it", m->id,
-		       lz_strerror(ret));
+	j = lz_malloc(sizeof(*j));
+	pthread_mutex_lock(&rc->lock);
+	while (rc->running >= SNAP_RESTORE_PARALLEL)
+		pthread_cond_wait(&rc->cond, &rc->lock);
+	if (j && rc->nth == rc->cap) {
+		size_t nc = rc->cap ? rc->cap * 2 : 16;
+		pthread_t *nt = nc <= 65536 ? lz_realloc(rc->th, nc * sizeof(*nt)) : NULL;
+
+		if (nt) {
+			rc->th = nt;
+			rc->cap = nc;
+		}
+	}
+	if (j && rc->nth < rc->cap) {
+		*j = (struct restore_job){ rc, m, fd };
+		if (pthread_create(&rc->th[rc->nth], NULL, restore_main, j) == 0) {
+			rc->nth++;
+			rc->running++;
+			pthread_mutex_unlock(&rc->lock);
+			return 0;
+		}
+	}
+	pthread_mutex_unlock(&rc->lock);
+	free(j);
+	restore_mount(fs, m, fd); /* no thread to be had: do it here */
 	return 0;
 }
 
+/*
+ * Every persisted mount is listed (mounting) before this returns; the mounts
+ * themselves finish in restore threads, so the control API is up at once and
+ * Mount/WaitUntilReady of a restoring id simply wait for it.
+ */
 static int restore(struct snap_fs *fs)
 {
-	struct held_set hs = { 0 };
-	void *a[2] = { fs, &hs };
+	struct restore_ctx *rc = lz_calloc(1, sizeof(*rc));
 	int ret = 0;
 
+	if (!rc)
+		return -ENOMEM;
+	rc->fs = fs;
+	pthread_mutex_init(&rc->lock, NULL);
+	pthread_cond_init(&rc->cond, NULL);
+	fs->restore = rc;
 	if (fs->holder) {
-		ret = snapfs_holder_list(fs->holder, held_add, &hs);
+		ret = snapfs_holder_list(fs->holder, held_add, &rc->hs);
 		if (ret)
 			lz_warn("cannot list the fd holder's FUSE fds: %s", strerror(-ret));
 	}
-	ret = snapfs_state_load_all(fs, restore_one, a);
+	ret = snapfs_state_load_all(fs, restore_one, rc);
 	/* fds without state: a mount whose state never made it to disk */
-	for (size_t i = 0; i < hs.n; i++) {
+	for (size_t i = 0; i < rc->hs.n; i++) {
 		char mnt[PATH_MAX * 2];
 
-		if (hs.v[i].fd < 0)
+		if (rc->hs.v[i].fd < 0)
 			continue;
-		lz_warn("snapshot %s: held FUSE fd without persisted state: unmounting it", hs.v[i].id);
-		snprintf(mnt, sizeof(mnt), "%s/%s", fs->mnt_dir, hs.v[i].id);
+		lz_warn("snapshot %s: held FUSE fd without persisted state: unmounting it", rc->hs.v[i].id);
+		snprintf(mnt, sizeof(mnt), "%s/%s", fs->mnt_dir, rc->hs.v[i].id);
 		umount2(mnt, MNT_DETACH);
-		snapfs_holder_del(fs->holder, hs.v[i].id);
-		close(hs.v[i].fd);
+		snapfs_holder_del(fs->holder, rc->hs.v[i].id);
+		close(rc->hs.v[i].fd);
+		rc->hs.v[i].fd = -1;
 	}
-	free(hs.v);
 	return ret;
+}
+
+/* wait for the restore threads (snap_fs_close) */
+static void restore_join(struct snap_fs *fs)
+{
+	struct restore_ctx *rc = fs->restore;
+
+	if (!rc)
+		return;
+	for (size_t i = 0; i < rc->nth; i++)
+		pthread_join(rc->th[i], NULL);
+	free(rc->th);
+	free(rc->hs.v);
+	pthread_cond_destroy(&rc->cond);
+	pthread_mutex_destroy(&rc->lock);
+	free(rc);
+	fs->restore = NULL;
 }
 
 int snap_fs_open(const struct snap_fs_opts *o, struct snap_fs **out)
@@ -1038,6 +1130,7 @@ void snap_fs_close(struct snap_fs *fs)
 {
 	if (!fs)
 		return;
+	restore_join(fs);
 	pthread_mutex_lock(&fs->lock);
 	while (fs->mounts) {
 		struct snap_mnt *m = fs->mounts;

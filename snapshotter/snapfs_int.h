@@ -48,6 +48,7 @@ struct snap_mnt {
 };
 
 struct snap_holder;
+struct restore_ctx;
 
 struct snap_fs {
 	struct snap_fs_opts o;
@@ -59,6 +60,7 @@ struct snap_fs {
 	struct bcache *cache;
 	struct snap_pool *pool;
 	struct snap_holder *holder;
+	struct restore_ctx *restore;   /* restore threads still running, joined at close */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	struct snap_mnt *mounts;

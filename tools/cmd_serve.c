@@ -279,7 +279,7 @@ int cmd_serve(int argc, char **argv)
 				nready += !strcmp(v[i].state, "ready");
 			free(v);
 		}
-		fprintf(stderr, "lazyimg serve: root %s, socket %s, %zu mount(s) restored (%zu ready), pid %d\n",
+		fprintf(stderr, "lazyimg serve: root %s, socket %s, restoring %zu mount(s) (%zu ready so far), pid %d\n",
 			root, sock, n, nready, (int)getpid());
 	}
 	sd_ready();

@@ -56,7 +56,9 @@ struct snap_fs_opts {
 	int hung_ms;                   /* a read running longer counts as hung; 0 = 10 s */
 };
 
-/* Open (creating dirs) and restore every persisted mount. */
+/* Open (creating dirs) and restore every persisted mount: each is listed
+ * ("mounting") when this returns and becomes ready in the background, many
+ * at once; WaitUntilReady waits for one. */
 int snap_fs_open(const struct snap_fs_opts *o, struct snap_fs **out);
 /* Stop serving (mounts are left as persisted state for the next open
  * unless snap_fs_teardown() ran first). NULL is allowed. */

@@ -91,6 +91,15 @@ metrics_has() {
 	grep -q "$1" "$W/metrics.now"
 }
 
+# wait_restored: until no mount is "mounting" (restores finish in the background), 15 s at most
+wait_restored() {
+	for _ in $(seq 150); do
+		curl -s --max-time 5 --unix-socket "$SOCK" http://x/api/v1/mounts | jq -e '[.mounts[] | select(.state == "mounting")] | length == 0' > /dev/null && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
 mkdir -p "$W/reg" "$R"
 start_registry "$W/reg"
 push_small_image "$W/img"
@@ -266,7 +275,7 @@ OLD=$SERVE_PID
 kill -9 "$OLD"
 wait "$OLD" 2>/dev/null || true
 # while the server is down the proxy starts failing: c1's restore will fail at first
-fp_set "$PROXY_CTL" "scope all" "always 500"
+fp_set "$PROXY_CTL" "scope all" "delay 3" "always 500"
 touch "$W/r1.go"
 sleep 1
 reg_check "server $OLD is dead, its mounts are still in /proc/mounts, the holder lives" \
@@ -276,7 +285,10 @@ t0=$(reg_now)
 start_serve "$R" "$W/serve.log" --retries 1 || reg_die "the second lazyimg serve did not come up"
 RSERVE=$SERVE_PID
 wait "$R1" || reg_bad "reader 1 failed"
-echo "reader 1 finished $(reg_secs "$t0" "$(reg_now)") s after the new server started"
+t1=$(reg_secs "$t0" "$(reg_now)")
+reg_check "reader 1 finished $t1 s after the new server started, while c1's restore still waits on its slow, failing registry (restores run in parallel)" \
+	'python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) < 2.5 else 1)" "$t1"'
+for _ in $(seq 200); do [ "$(api GET /api/v1/mounts/c1 | cut -d' ' -f2- | jq -r .state)" = failed ] && break; sleep 0.1; done
 reg_check "reader 1 (between reads at the kill) got the right sha256" \
 	'[ "$(cat "$W/r1.sha" 2>/dev/null)" = "$(sha "$W/rootfs/blobs/text-16m.txt")" ]'
 got=$(api GET /api/v1/mounts/c1)
@@ -290,6 +302,7 @@ reg_check "Mount of c1 again, registry back: retried and adopted the held fd" \
 wait "$R2P" || reg_bad "reader 2 failed"
 reg_check "reader 2 (read in flight at the kill) got the right sha256" \
 	'[ "$(cat "$W/r2.sha" 2>/dev/null)" = "$(sha "$W/rootfs/blobs/random-4m.bin")" ]'
+wait_restored || reg_bad "restores still running after 15 s"
 got=$(api GET /api/v1/mounts)
 reg_check "every mount is back, ready and adopted: $(jq -c '[.mounts[] | [.id, .state, .adopted]]' <<< "${got#* }")" \
 	'[ "$(jq -r "[.mounts[] | select(.ready and .adopted) | .id] | sort | join(\" \")" <<< "${got#* }")" = "c1 m1 m2" ]'
@@ -309,6 +322,7 @@ for _ in $(seq 50); do kill -0 "$HP" 2>/dev/null || break; sleep 0.05; done
 reg_check "with server and holder dead, m1 answers ENOTCONN" '! stat "$R/mnt/m1/etc" 2> "$W/stat.err" && grep -q "not connected" "$W/stat.err"'
 start_serve "$R" "$W/serve.log" || reg_die "the third lazyimg serve did not come up"
 RSERVE=$SERVE_PID
+wait_restored || reg_bad "restores still running after 15 s"
 got=$(api GET /api/v1/mounts)
 reg_check "m1 and c1 are mounted afresh (not adopted): $(jq -c '[.mounts[] | [.id, .state, .adopted]]' <<< "${got#* }")" \
 	'[ "$(jq -r "[.mounts[] | select(.ready and (.adopted | not)) | .id] | sort | join(\" \")" <<< "${got#* }")" = "c1 m1" ]'

@@ -48,6 +48,15 @@ start_serve() {
 }
 post() { curl -s --max-time 60 --unix-socket "$SOCK" -X POST -w '\n%{http_code}' --data-binary "$1" http://x/api/v1/mounts; }
 
+# wait_restored: until no mount is "mounting" (restores finish in the background), 15 s at most
+wait_restored() {
+	for _ in $(seq 150); do
+		curl -s --max-time 5 --unix-socket "$SOCK" http://x/api/v1/mounts | jq -e '[.mounts[] | select(.state == "mounting")] | length == 0' > /dev/null && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
 mkdir -p "$W/reg" "$R"
 start_registry "$W/reg"
 push_small_image "$W/img"
@@ -132,6 +141,7 @@ reg_check "the reader waits while no server runs" 'kill -0 "$RP" && [ ! -e "$W/s
 start_serve || reg_die "the second lazyimg serve did not come up"
 wait "$RP" || reg_bad "the reader failed"
 reg_check "the reader got the right sha256" '[ "$(cat "$W/sha" 2>/dev/null)" = "$(sha256sum "$W/rootfs/blobs/random-4m.bin" | cut -c1-64)" ]'
+wait_restored || reg_bad "restores still running after 15 s"
 got=$(curl -s --unix-socket "$SOCK" http://x/api/v1/mounts)
 reg_check "every mount is back, ready and adopted: $(jq -c '[.mounts[] | [.id, .state, .adopted]]' <<< "$got")" \
 	'[ "$(jq -r "[.mounts[] | select(.ready and .adopted) | .id] | sort | join(\" \")" <<< "$got")" = "layer0 layer1 layer2 merged" ]'

@@ -438,6 +438,7 @@ static void test_restore_without_holder(void)
 	fs = open_fs("r2", NULL, 0);
 	if (!fs)
 		return;
+	T_EQ_INT(snap_fs_wait_until_ready(fs, "keep", 10000), 0);
 	T_EQ_INT(snap_fs_get(fs, "keep", &in), 0);
 	T_EQ_STR(in.state, "ready");
 	T_ASSERT(!in.adopted);
@@ -490,6 +491,7 @@ static void test_restart_with_holder(void)
 	fs = open_fs("r3", sock, 0);
 	if (!fs)
 		goto out;
+	T_EQ_INT(snap_fs_wait_until_ready(fs, "h1", 10000), 0);
 	T_EQ_INT(snap_fs_get(fs, "h1", &in), 0);
 	T_EQ_STR(in.state, "ready");
 	T_ASSERT(in.adopted);
