@@ -266,6 +266,13 @@ case "$usage" in
 "1.0 MiB"*|"1.0"*MiB*) ok "usage of the active snapshot counts the 1 MiB file ($usage)" ;;
 *) bad "usage of t70-active: '$usage'" ;;
 esac
+# Update: containerd passes labels of its own prefix on to the snapshotter
+cs label t70-active containerd.io/snapshot/t70=one > /dev/null || bad "ctr snapshots label"
+[ "$(jq -r '.snapshots[] | select(.key | endswith("/t70-active")) | .labels["containerd.io/snapshot/t70"]' \
+	"$ROOT/metadata.json")" = one ] && ok "Update stored a label" || bad "label not stored by Update"
+cs label t70-active containerd.io/snapshot/t70= > /dev/null || bad "ctr snapshots label (remove)"
+[ "$(jq -r '.snapshots[] | select(.key | endswith("/t70-active")) | .labels["containerd.io/snapshot/t70"]' \
+	"$ROOT/metadata.json")" = null ] && ok "Update removed the label" || bad "label not removed by Update"
 remote=$(jq -r '.snapshots[] | select(.remote == "nydus-blob") | .key' "$ROOT/metadata.json" | head -n 1)
 [ -n "$remote" ] && cs usage "$remote" > /dev/null && ok "usage of a remote data layer answers" || bad "usage of remote $remote"
 cs info "$remote" | jq -e '.Labels["containerd.io/snapshot/nydus-blob"] == "true"' > /dev/null &&
