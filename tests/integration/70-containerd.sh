@@ -199,6 +199,16 @@ got=$(blob_bytes "$mark")
 tree_same "$W/oracle" "$W/m2" && ok "nydus image content equals the source layers" || bad "nydus image content differs"
 snap_umount t70-m2 "$W/m2" || bad "umount + rm of t70-m2"
 
+# View of the image: read-only, straight on the lazy mount
+cs view t70-v "$(top_chain small v1-nydus)" > /dev/null || bad "ctr snapshots view"
+mounts=$(cs mounts "$W/v" t70-v)
+case "$mounts" in
+"mount -t bind $ROOT/mnt/"*" $W/v -o ro,rbind") ok "view: read-only bind of the lazy mount" ;;
+*) bad "view mounts: $mounts" ;;
+esac
+cs info t70-v | jq -e '.Kind == "View"' > /dev/null && ok "info of a view says View" || bad "info of t70-v"
+cs rm t70-v || bad "rm of the view"
+
 # ---- 2b. rpull of an eStargz conversion (ctr-remote passes the stargz labels):
 # every layer lazily mounted on its own (whiteouts in overlayfs form), the
 # overlay of the three gives the image
