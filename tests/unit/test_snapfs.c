@@ -654,11 +654,20 @@ int main(void)
 	}
 	top = getenv("TOP") ? getenv("TOP") : ".";
 	lazyimg = getenv("LAZYIMG") ? getenv("LAZYIMG") : "build/bin/lazyimg";
+	if (access(lazyimg, X_OK) != 0 && getenv("BUILD")) {
+		/* tests/run.sh with an absolute BUILD makes LAZYIMG "$TOP//abs/..." */
+		static char alt[4096];
+
+		snprintf(alt, sizeof(alt), "%s/bin/lazyimg", getenv("BUILD"));
+		if (access(alt, X_OK) == 0)
+			lazyimg = alt;
+	}
 	lz_log_level = getenv("LAZYIMG_LOG") ? atoi(getenv("LAZYIMG_LOG")) : 0;
 	reg_global_init();
 	test_labels_and_paths();
 	if (setup_registry()) {
 		T_FAIL("cannot start the registry and push the test image (log %s/setup.log)", work);
+		stop_registry();
 		T_DONE();
 	}
 	printf("registry %s, image %s\n", host, ref);
