@@ -83,6 +83,7 @@ static const char *message_of(int err, const char *key)
 	case -ENOENT: snprintf(buf, sizeof(buf), "snapshot %.400s: not found", key); break;
 	case -EEXIST: snprintf(buf, sizeof(buf), "snapshot %.400s: already exists", key); break;
 	case -EBUSY: snprintf(buf, sizeof(buf), "snapshot %.400s: has children", key); break;
+	case -EOPNOTSUPP: snprintf(buf, sizeof(buf), "%.400s: not implemented", key); break;
 	default: snprintf(buf, sizeof(buf), "snapshot %.400s: %s", key, strerror(-err)); break;
 	}
 	return buf;
@@ -335,7 +336,7 @@ static void do_prepare(struct call_ctx *c, const uint8_t *buf, size_t len, bool 
 		       ret ? "already exists" : "ok");
 	reply_mounts(c, view ? &containerd__services__snapshots__v1__view_snapshot_response__descriptor :
 			       &containerd__services__snapshots__v1__prepare_snapshot_response__descriptor,
-		     ret, m, nm, req->key);
+		     ret, m, nm, ret == -ENOENT ? req->parent : req->key);
 	snapsvc_mounts_free(m, nm);
 	free(l);
 	protobuf_c_message_free_unpacked(&req->base, NULL);
