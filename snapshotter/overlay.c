@@ -738,6 +738,27 @@ int snapsvc_cleanup(struct snapsvc *s)
 		removed++;
 	}
 	closedir(d);
+	/* lazy mounts of snapshots that are gone (a crash between mount and metadata) */
+	if (s->fs) {
+		struct snap_fs_info *v = NULL;
+		size_t n = 0;
+
+		if (!snap_fs_list(s->fs, &v, &n)) {
+			for (size_t i = 0; i < n; i++) {
+				char *end;
+				unsigned long long id;
+
+				errno = 0;
+				id = strtoull(v[i].id, &end, 10);
+				if (!*end && !errno && snapmeta_id_used(s->meta, id))
+					continue;
+				lz_info("cleanup: lazy mount %s belongs to no snapshot: unmounting it", v[i].id);
+				if (snap_fs_umount(s->fs, v[i].id) == 0)
+					removed++;
+			}
+			free(v);
+		}
+	}
 	pthread_mutex_unlock(&s->op_lock);
 	return removed;
 }
