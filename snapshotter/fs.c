@@ -759,7 +759,12 @@ int snap_fs_remove_cache(struct snap_fs *fs, const char *digest)
 
 	if (ret)
 		return ret;
-	/* the blob cache refuses while any mount has the blob open: that is "in use" */
+	/* an unmounted session whose last open file was closed lets go of its blobs now */
+	pthread_mutex_lock(&fs->lock);
+	reap_draining(fs);
+	pthread_mutex_unlock(&fs->lock);
+	/* the blob cache refuses while any mount (or an unmounted one still serving
+	 * open files) has the blob open: that is "in use" */
 	ret = bcache_remove(fs->cache, hex);
 	if (ret == -EBUSY)
 		return -EBUSY;

@@ -422,6 +422,54 @@ out:
 	snap_fs_close(fs);
 }
 
+/* Umount while a file is open: the mount goes at once, the open file reads on, and the
+ * blob's cache can be removed only once that file is closed. */
+static void test_umount_busy(void)
+{
+	struct snap_fs *fs = open_fs("r6", NULL, 0);
+	char mnt[512], a[600], b[600], hex[80], digest[100], buf[65536], rb[65536];
+	int fd, ref_fd, ret = -1;
+	ssize_t n, m;
+	bool same = true;
+
+	if (!fs)
+		return;
+	snprintf(mnt, sizeof(mnt), "%.200s/r6/mnt/busy", work);
+	T_EQ_INT(mount_ref(fs, "busy", ref), 0);
+	snprintf(a, sizeof(a), "%s/blobs/random-4m.bin", mnt);
+	snprintf(b, sizeof(b), "%.200s/rootfs/blobs/random-4m.bin", work);
+	fd = open(a, O_RDONLY);
+	ref_fd = open(b, O_RDONLY);
+	T_ASSERT(fd >= 0 && ref_fd >= 0);
+	T_EQ_INT(read(fd, buf, 4096), 4096);
+	T_EQ_INT(read(ref_fd, rb, 4096), 4096);
+	T_EQ_INT(blob_hex(fs->root, hex, sizeof(hex)), 0);
+	snprintf(digest, sizeof(digest), "sha256:%s", hex);
+	T_EQ_INT(snap_fs_umount(fs, "busy"), 0);
+	T_EQ_INT(mounted(mnt), 0);
+	T_EQ_INT(snap_fs_mountpoint(fs, "busy", a, sizeof(a)), -ENOENT);
+	/* the open file is still served (the detached session drains) */
+	for (;;) {
+		n = read(fd, buf, sizeof(buf));
+		m = read(ref_fd, rb, sizeof(rb));
+		if (n != m || (n > 0 && memcmp(buf, rb, (size_t)n))) {
+			same = false;
+			break;
+		}
+		if (n <= 0)
+			break;
+	}
+	T_ASSERT(same);
+	T_EQ_INT(snap_fs_remove_cache(fs, digest), -EBUSY);
+	close(fd);
+	close(ref_fd);
+	/* the last close ends the session; RemoveCache then succeeds */
+	for (int i = 0; i < 100 && (ret = snap_fs_remove_cache(fs, digest)) == -EBUSY; i++)
+		usleep(20000);
+	T_EQ_INT(ret, 0);
+	snap_fs_close(fs);
+}
+
 /* Without a holder, Close unmounts and the next Open mounts again from the state. */
 static void test_restore_without_holder(void)
 {
@@ -674,6 +722,7 @@ int main(void)
 	test_mount_cycle();
 	test_restore_without_holder();
 	test_concurrent_same_id();
+	test_umount_busy();
 	test_restart_with_holder();
 	test_deadline_and_busy();
 	stop_registry();
