@@ -157,9 +157,26 @@ int cmd_snapshotter(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	reg_global_init();
+	{
+		/* the socket's directory, e.g. /run/lazyimg, may not exist yet */
+		char dir[PATH_MAX];
+		char *slash;
+
+		snprintf(dir, sizeof(dir), "%s", addr);
+		slash = strrchr(dir, '/');
+		if (slash && slash != dir) {
+			*slash = 0;
+			if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+				fprintf(stderr, "lazyimg snapshotter: --address directory %s: %s\n", dir, strerror(errno));
+				return 1;
+			}
+		}
+	}
 	ret = snap_grpc_start(&o, &g);
 	if (ret) {
-		fprintf(stderr, "lazyimg snapshotter: %s\n", lz_strerror(ret));
+		fprintf(stderr, "lazyimg snapshotter: %s\n", ret == -EFSCORRUPTED ?
+			"the snapshot metadata under --root is corrupt (see the message above); nothing was changed" :
+			lz_strerror(ret));
 		return 1;
 	}
 	fprintf(stderr, "lazyimg snapshotter: serving on %s (root %s)\n", addr, root);
