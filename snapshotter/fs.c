@@ -390,7 +390,23 @@ static int mnt_new(const char *id, const struct snap_label *labels, size_t n, st
 		free(m);
 		return -ENAMETOOLONG;
 	}
-	m->labels_json = snapfs_labels_to_json(labels, n);
+	{
+		/* credentials passed as labels (nydus pullusername/pullsecret) are not used and
+		 * never written to disk: the state keeps every other label */
+		struct snap_label *keep = lz_calloc(n ? n : 1, sizeof(*keep));
+		size_t k = 0;
+
+		if (!keep) {
+			free(m);
+			return -ENOMEM;
+		}
+		for (size_t i = 0; i < n; i++)
+			if (labels[i].key && !strstr(labels[i].key, "pullsecret") &&
+			    !strstr(labels[i].key, "pullusername"))
+				keep[k++] = labels[i];
+		m->labels_json = snapfs_labels_to_json(keep, k);
+		free(keep);
+	}
 	if (!m->labels_json) {
 		free(m);
 		return -ENOMEM;

@@ -511,6 +511,7 @@ static void handle(struct snap_serve *s, int fd)
 	char *buf = lz_malloc(LZ_CTL_MAX_REQUEST + 1), method[16], path[SERVE_PATH_MAX];
 	size_t len = 0, clen = 0, off = 0;
 	struct resp r = { 0 };
+	bool early = false;
 	int ret;
 
 	if (!buf)
@@ -531,10 +532,12 @@ static void handle(struct snap_serve *s, int fd)
 			break;
 		if (ret == -E2BIG || (ret == 0 && len >= LZ_CTL_MAX_REQUEST)) {
 			set_err(&r, 413, "request larger than %u bytes", LZ_CTL_MAX_REQUEST);
+			early = true;
 			goto reply;
 		}
 		if (ret < 0) {
 			set_err(&r, 400, "malformed HTTP request");
+			early = true;
 			goto reply;
 		}
 	}
@@ -544,6 +547,22 @@ static void handle(struct snap_serve *s, int fd)
 		set_err(&r, 500, "no response");
 reply:
 	send_resp(fd, &r);
+	if (early) {
+		/* answered before the whole request was read: the client may still be sending: take (and drop) what it sends for a
+		 * moment so that it reads our answer instead of failing on a reset */
+		shutdown(fd, SHUT_WR);
+		for (size_t drained = 0; drained < (4u << 20);) {
+			struct pollfd p = { fd, POLLIN, 0 };
+			ssize_t n;
+
+			if (poll(&p, 1, 1000) <= 0)
+				break;
+			n = read(fd, buf, LZ_CTL_MAX_REQUEST);
+			if (n <= 0)
+				break;
+			drained += (size_t)n;
+		}
+	}
 out:
 	free(r.body);
 	free(buf);

@@ -230,6 +230,10 @@ reg_check "c1 is listed as mounting meanwhile" '[ "$(jq -r .state <<< "${got#* }
 reg_check "other requests are served meanwhile (list, metrics)" 'serve_up && metrics_has "^lazyimg_mounts 3"'
 wait "${RPIDS[-1]}" || true
 reg_check "the first mount of c1 finished: $(head -c 100 "$W/c1.first")" '[ "$(cut -d" " -f1 "$W/c1.first")" = 200 ]'
+got=$(api POST /api/v1/mounts "{\"id\":\"sec\",\"labels\":{\"containerd.io/snapshot/cri.image-ref\":\"$REF\",\"containerd.io/snapshot/pullsecret\":\"hunter2\"}}")
+reg_check "a mount with a credential label works, and the credential is not in its state file" \
+	'[ "${got%% *}" = 200 ] && [ -f "$R/state/sec.json" ] && ! grep -q hunter2 "$R/state/sec.json" && grep -q cri.image-ref "$R/state/sec.json"'
+"$LAZYIMG" umount --server "$SOCK" sec || reg_bad "umount sec"
 fp_set "$PROXY_CTL" pass
 reg_check "c1 serves the source bytes" 'cmp "$R/mnt/c1/etc/hello.txt" "$W/rootfs/etc/hello.txt"'
 reg_check "the server is still up after the faults" serve_up
