@@ -7,7 +7,7 @@ set -u
 cd "$(dirname "$0")/.."
 export BUILD=${BUILD:-build}
 export TOP=$PWD
-export LAZYIMG=$TOP/$BUILD/bin/lazyimg
+case $BUILD in /*) export LAZYIMG=$BUILD/bin/lazyimg ;; *) export LAZYIMG=$TOP/$BUILD/bin/lazyimg ;; esac
 export LAZYIMG_FIXTURES=${LAZYIMG_FIXTURES:-$TOP/../shared/fixtures}
 export TEST_TIMEOUT=${TEST_TIMEOUT:-300}
 kinds=("$@")

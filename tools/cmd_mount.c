@@ -99,6 +99,8 @@ static void mount_usage(FILE *out)
 	      "                         as overlayfs does (what a snapshotter's lowerdir needs)\n"
 	      "  --merge-max BYTES      largest request when fetching neighbouring missing chunks\n"
 	      "                         together (default 2M; 0: one request per chunk)\n"
+	      "  --server SOCK          ask a running 'lazyimg serve' to mount REF instead\n"
+	      "                         (MOUNTPOINT's last component becomes the mount's id)\n"
 	      "  -b, --bootstrap FILE   the RAFS bootstrap (image.boot)\n"
 	      "  -B, --blob-dir DIR     directory of data blobs named by blob id\n"
 	      "                         (default: the bootstrap's directory)\n"
