@@ -94,6 +94,40 @@ echo "## lazy pull, debian:bookworm, loopback: read the whole tree (the worst ca
 "$L" bench --insecure --runs 1 --no-warm --read-all --ttfb-file etc/debian_version --registry-log "$REGISTRY_LOG" \
 	"${BASE[@]}" --json "$OUT/lazy-readall.json" --plot "$OUT/lazy-readall.svg" "${REFS[@]}" | tee "$OUT/lazy-readall.txt"
 
+# warm reads: the cache is full, the page cache dropped; a whole-tree read and
+# random 4 KiB reads, each format beside stargz-store (its warm run, same rules)
+echo
+echo "## debian:bookworm, loopback: whole tree read cold and then warm (cache full, page cache dropped)"
+"$L" bench --insecure --runs 1 --read-all --registry-log "$REGISTRY_LOG" "${BASE[@]}" \
+	--json "$OUT/lazy-warm.json" "${REFS[@]}" | tee "$OUT/lazy-warm.txt"
+echo
+echo "## debian:bookworm, loopback: 20000 random 4 KiB reads over the tree's files"
+"$L" bench --insecure --runs 1 --rand4k 20000 --registry-log "$REGISTRY_LOG" "${BASE[@]}" \
+	--json "$OUT/lazy-rand.json" "${REFS[@]}" | tee "$OUT/lazy-rand.txt"
+
+# a 100k-entry eStargz TOC: time to ready (footer, TOC fetch and parse) and server RSS,
+# then `find -ls` over the whole tree, lazyimg beside stargz-store
+T100=$TOP/$BUILD/bench-cache/tree100k
+if [ "$ESGZ" = yes ] && [ -d "$T100/dir000" ] && [ -n "${STORE:-}" ] && [ -x /bin/busybox ]; then
+	echo
+	echo "## 100k-entry eStargz image (tree100k without its big files), loopback: ready (TOC fetch + parse), RSS, ls -lR of the tree"
+	# the tree has no programs: a static busybox as /bin/sh, ls and wc runs the workload
+	# chrooted (`ls -lR` stats every entry, as find -ls does)
+	mkdir -p "$W/t100/extra/bin"
+	cp /bin/busybox "$W/t100/extra/bin/busybox"
+	for a in sh ls wc; do ln -s busybox "$W/t100/extra/bin/$a"; done
+	tar --sort=name --numeric-owner -cf "$W/t100/l1.tar" -C "$T100" --exclude=./big --exclude=./.done . \
+		-C "$W/t100/extra" ./bin
+	if bash "$TOP/tests/tools/oci_layers_push.sh" "$W/t100/oci" "$H/t100k:v1" "$W/t100/l1.tar" > /dev/null 2>&1 &&
+		bash "$PEERS/estargz-convert.sh" "$H/t100k:v1" "$H/t100k:v1-esgz" --via go > "$W/t100/conv.log" 2>&1; then
+		"$L" bench --insecure --runs 3 --no-warm --run 'ls -lR / | wc -l; echo FOUND' --wait-line FOUND \
+			--registry-log "$REGISTRY_LOG" --baseline stargz-store --stargz-ref "$H/t100k:v1-esgz" \
+			--stargz-store "$STORE" --json "$OUT/lazy-t100k.json" "$H/t100k:v1-esgz" | tee "$OUT/lazy-t100k.txt"
+	else
+		say "the 100k-entry eStargz image could not be built: $(tail -n 2 "$W/t100/conv.log" 2>/dev/null)"
+	fi
+fi
+
 # the recorded list under delay: faster or not, say it as measured
 echo
 python3 - "$OUT/lazy-netem.json" <<'PY'
