@@ -62,25 +62,6 @@ static void serve_usage(FILE *out)
 	      "  -h, --help             this text\n", out);
 }
 
-static int parse_size(const char *s, uint64_t *out)
-{
-	char *end;
-	unsigned long long v = strtoull(s, &end, 10);
-
-	if (end == s)
-		return -1;
-	if (*end == 'K' || *end == 'k')
-		v <<= 10, end++;
-	else if (*end == 'M' || *end == 'm')
-		v <<= 20, end++;
-	else if (*end == 'G' || *end == 'g')
-		v <<= 30, end++;
-	if (*end)
-		return -1;
-	*out = v;
-	return 0;
-}
-
 /*
  * Start `lazyimg fdholder SOCK` detached from this process (own session, not
  * our child: it must outlive us, and kill -9 of the server must not reach it)
@@ -197,7 +178,7 @@ int cmd_serve(int argc, char **argv)
 		case 't': o.reg.timeout_s = atoi(optarg); break;
 		case 'r': o.reg.retries = atoi(optarg) ? atoi(optarg) : -1; break;
 		case 'M':
-			if (parse_size(optarg, &o.cache_max)) {
+			if (cli_parse_size(optarg, &o.cache_max)) {
 				fprintf(stderr, "lazyimg serve: --cache-max-size '%s' is not a size\n", optarg);
 				return 2;
 			}

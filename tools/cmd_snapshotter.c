@@ -45,23 +45,6 @@ static void snapshotter_usage(FILE *out)
 	      "  -h, --help             this text\n", out);
 }
 
-static int parse_size(const char *s, uint64_t *out)
-{
-	char *end;
-	unsigned long long v = strtoull(s, &end, 10);
-
-	if (*end == 'K' || *end == 'k')
-		v <<= 10, end++;
-	else if (*end == 'M' || *end == 'm')
-		v <<= 20, end++;
-	else if (*end == 'G' || *end == 'g')
-		v <<= 30, end++;
-	if (end == s || *end)
-		return -1;
-	*out = v;
-	return 0;
-}
-
 int cmd_snapshotter(int argc, char **argv)
 {
 	static const struct option lopts[] = {
@@ -103,7 +86,7 @@ int cmd_snapshotter(int argc, char **argv)
 			o.fs.reg.mirrors[o.fs.reg.nmirrors++] = optarg;
 			break;
 		case 'M':
-			if (parse_size(optarg, &o.fs.cache_max)) {
+			if (cli_parse_size(optarg, &o.fs.cache_max)) {
 				fprintf(stderr, "lazyimg snapshotter: --cache-max-size '%s' is not a size\n", optarg);
 				return 2;
 			}
