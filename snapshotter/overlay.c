@@ -31,7 +31,9 @@ struct snapsvc {
 	struct snap_fs *fs;          /* borrowed */
 	int mount_timeout_ms;
 	/* serialises changes of snapshots and their directories (Prepare,
-	 * Commit, Remove, Cleanup); lock order: op_lock, then the store's lock */
+	 * Commit, Remove, Cleanup), except while a remote Prepare waits for its
+	 * lazy mount (registry round trips): it drops the lock then, its key and
+	 * id already reserved; lock order: op_lock, then the store's lock */
 	pthread_mutex_t op_lock;
 };
 
@@ -495,7 +497,23 @@ static int prepare_remote(struct snapsvc *s, int rkind, const char *key, const c
 	if (ret)
 		goto undo;
 	if (rkind != SNAPMETA_NYDUS_BLOB) {
+		/*
+		 * The lazy mount fetches a manifest and a bootstrap or TOCs from the
+		 * registry: other snapshot operations (other pulls, container
+		 * starts) go on meanwhile. The key and id are already reserved in
+		 * the metadata; a concurrent Prepare of the same target does its own
+		 * mount, and whichever commits second gets -EEXIST and undoes its own.
+		 */
+		pthread_mutex_unlock(&s->op_lock);
 		ret = lazy_mountpoint(s, &i, mp, sizeof(mp));
+		pthread_mutex_lock(&s->op_lock);
+		if (!ret && snapmeta_get(s->meta, key, NULL)) {
+			/* removed while unlocked (by a Remove or Cleanup): nothing to commit */
+			lazy_umount(s, i.id);
+			snapmeta_info_free(&i);
+			free(with);
+			return -ENOENT;
+		}
 		if (ret) {
 			lz_warn("layer %.128s of %.256s: no lazy mount (%s), pulling it in full", target,
 				label(labels, n, LABEL_IMAGE_REF) ? label(labels, n, LABEL_IMAGE_REF) :
