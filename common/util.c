@@ -86,3 +86,18 @@ void *lz_realloc(void *p, size_t n)
 {
 	return alloc_should_fail() ? NULL : realloc(p, n ? n : 1);
 }
+
+int lz_scratch_reserve(uint8_t **buf, size_t *cap, size_t need)
+{
+	uint8_t *n;
+
+	if (*cap >= need)
+		return 0;
+	n = lz_malloc(need);
+	if (!n)
+		return -ENOMEM;
+	free(*buf);
+	*buf = n;
+	*cap = need;
+	return 0;
+}

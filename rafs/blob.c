@@ -70,21 +70,6 @@ static struct tl_bufs *tl_get(void)
 	return t;
 }
 
-static int ensure(uint8_t **p, size_t *cap, size_t need)
-{
-	uint8_t *n;
-
-	if (*cap >= need)
-		return 0;
-	n = lz_malloc(need);
-	if (!n)
-		return -ENOMEM;
-	free(*p);
-	*p = n;
-	*cap = need;
-	return 0;
-}
-
 static int blob_fd(struct rafs *fs, struct rafs_blob *b)
 {
 	char path[4096];
@@ -306,7 +291,7 @@ static int fetch_chunk(struct rafs *fs, const struct img_chunk *c, void *out)
 	t = tl_get();
 	if (!t)
 		return -ENOMEM;
-	ret = ensure(&t->in, &t->in_cap, c->compressed_size);
+	ret = lz_scratch_reserve(&t->in, &t->in_cap, c->compressed_size);
 	if (!ret)
 		ret = blob_read(fs, c->blob_index, t->in, c->compressed_size, c->compressed_offset);
 	return ret ? ret : decode_chunk(fs, c, t->in, out);
@@ -528,7 +513,7 @@ int rafs_chunk_copy(struct rafs *fs, const struct img_chunk *c, uint64_t skip, v
 	t = tl_get();
 	if (!t)
 		return -ENOMEM;
-	ret = ensure(&t->out, &t->out_cap, c->uncompressed_size);
+	ret = lz_scratch_reserve(&t->out, &t->out_cap, c->uncompressed_size);
 	if (ret)
 		return ret;
 	ret = read_chunk(fs, c, t->out, next);

@@ -76,21 +76,6 @@ static struct tl_bufs *tl_get(void)
 	return t;
 }
 
-static int ensure(uint8_t **p, size_t *cap, size_t need)
-{
-	uint8_t *n;
-
-	if (*cap >= need)
-		return 0;
-	n = lz_malloc(need);
-	if (!n)
-		return -ENOMEM;
-	free(*p);
-	*p = n;
-	*cap = need;
-	return 0;
-}
-
 static int blob_read(struct estargz *es, uint32_t li, void *buf, size_t len, uint64_t off)
 {
 	struct es_layer *l = &es->layers[li];
@@ -167,7 +152,7 @@ static int inflate_gzip(struct tl_bufs *t, const uint8_t *in, size_t len, size_t
 		if (isize >= need && isize - need <= ES_MEMBER_SLACK)
 			cap = isize;
 	}
-	ret = ensure(&t->out, &t->out_cap, cap ? cap : 1);
+	ret = lz_scratch_reserve(&t->out, &t->out_cap, cap ? cap : 1);
 	if (ret)
 		return ret;
 	*data = t->out;
@@ -194,7 +179,7 @@ static int inflate_zstd(struct tl_bufs *t, const uint8_t *in, size_t len, size_t
 	size_t r;
 	int ret;
 
-	ret = ensure(&t->out, &t->out_cap, need ? need : 1);
+	ret = lz_scratch_reserve(&t->out, &t->out_cap, need ? need : 1);
 	if (ret)
 		return ret;
 	if (!t->zd) {
@@ -272,7 +257,7 @@ static int fetch_chunk(struct estargz *es, uint32_t li, uint32_t idx, void *out)
 		return -ENOMEM;
 	if (es->validate && !c->has_digest)
 		return -EBADMSG;   /* nothing to verify against: refuse, never serve unverified */
-	ret = ensure(&t->in, &t->in_cap, len);
+	ret = lz_scratch_reserve(&t->in, &t->in_cap, len);
 	if (ret)
 		return ret;
 	ret = blob_read(es, li, t->in, len, c->offset);

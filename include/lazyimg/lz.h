@@ -93,5 +93,8 @@ void *lz_malloc(size_t n);
 void *lz_calloc(size_t nmemb, size_t size);
 void *lz_realloc(void *p, size_t n);
 void lz_fail_alloc_at(long n); /* 0 disables */
+/* Make *buf (capacity *cap) hold at least need bytes; the old contents are
+ * not kept (scratch buffers). 0 or -ENOMEM (then *buf is unchanged). */
+int lz_scratch_reserve(uint8_t **buf, size_t *cap, size_t need);
 
 #endif
