@@ -85,38 +85,53 @@ static int write_file(const char *path, const void *buf, size_t len)
  */
 #define TOC_MAGIC "lazyimg-toc 1"
 
+int snap_toc_header_parse(const char *buf, size_t len, uint64_t blob_size, struct estargz_footer *f,
+			  char want[72], size_t *hdr_len)
+{
+	char line[SNAP_TOC_HEADER_MAX + 1];
+	const char *nl = memchr(buf, '\n', LZ_MIN(len, (size_t)SNAP_TOC_HEADER_MAX));
+	unsigned long long off, size, usize;
+	unsigned kind;
+
+	if (!nl)
+		return -EFSCORRUPTED;
+	memcpy(line, buf, (size_t)(nl - buf));
+	line[nl - buf] = 0;
+	if (sscanf(line, TOC_MAGIC " %u %llu %llu %llu %71s", &kind, &off, &size, &usize, want) != 5 ||
+	    kind < ESTARGZ_GZIP || kind > ESTARGZ_ZSTD_CHUNKED || !lz_range_ok(off, size, blob_size) ||
+	    usize > ESTARGZ_MAX_TOC)
+		return -EFSCORRUPTED;
+	memset(f, 0, sizeof(*f));
+	f->kind = (enum estargz_kind)kind;
+	f->toc_offset = off;
+	f->toc_size = size;
+	f->toc_usize = usize;
+	*hdr_len = (size_t)(nl + 1 - buf);
+	return 0;
+}
+
 static int toc_load(const char *path, const struct reg_desc *d, struct estargz_footer *f, char **json,
 		    size_t *jlen)
 {
-	char *buf = NULL, *nl, dg[72], want[72];
-	unsigned kind;
-	unsigned long long off, size, usize;
-	size_t len = 0;
+	char *buf = NULL, dg[72], want[72];
+	size_t len = 0, hl;
 	int ret;
 
-	ret = read_file(path, ESTARGZ_MAX_TOC + 256, &buf, &len);
+	ret = read_file(path, ESTARGZ_MAX_TOC + SNAP_TOC_HEADER_MAX, &buf, &len);
 	if (ret)
 		return ret;
-	nl = memchr(buf, '\n', LZ_MIN(len, (size_t)256));
-	if (!nl || (*nl = 0, sscanf(buf, TOC_MAGIC " %u %llu %llu %llu %71s", &kind, &off, &size, &usize,
-				      want) != 5) ||
-	    kind < ESTARGZ_GZIP || kind > ESTARGZ_ZSTD_CHUNKED || !lz_range_ok(off, size, d->size)) {
+	if (snap_toc_header_parse(buf, len, d->size, f, want, &hl)) {
 		lz_warn("cached TOC %s has no valid header: fetching it again", path);
 		goto bad;
 	}
-	len -= (size_t)(nl + 1 - buf);
-	memmove(buf, nl + 1, len + 1);
+	len -= hl;
+	memmove(buf, buf + hl, len + 1);
 	estargz_toc_digest(buf, len, dg);
 	if (strcmp(dg, want)) {
 		lz_warn("cached TOC %s hashes to %s, not the %s it was saved with: fetching it again", path, dg,
 			want);
 		goto bad;
 	}
-	memset(f, 0, sizeof(*f));
-	f->kind = (enum estargz_kind)kind;
-	f->toc_offset = off;
-	f->toc_size = size;
-	f->toc_usize = usize;
 	*json = buf;
 	*jlen = len;
 	return 0;
@@ -129,7 +144,7 @@ bad:
 static int toc_save(const char *path, const struct estargz_footer *f, const char *json, size_t len,
 		    const char *dg)
 {
-	char hdr[256];
+	char hdr[SNAP_TOC_HEADER_MAX];
 	int n = snprintf(hdr, sizeof(hdr), TOC_MAGIC " %u %llu %llu %llu %s\n", (unsigned)f->kind,
 			 (unsigned long long)f->toc_offset, (unsigned long long)f->toc_size,
 			 (unsigned long long)f->toc_usize, dg);

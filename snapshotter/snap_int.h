@@ -35,6 +35,14 @@ struct snap_source {
 bool snap_manifest_is_nydus(const struct reg_manifest *m);
 int snap_esgz_open(struct snap_source *s, const struct img_backend_ops *backend,
 		   const struct img_cache_ops *cache);
+/* The header line of a TOC kept in the cache dir ("lazyimg-toc 1 KIND OFF SIZE
+ * USIZE sha256:HEX\n", at most SNAP_TOC_HEADER_MAX bytes with the newline):
+ * the footer's facts and the digest the JSON after it must have. Checked
+ * against blob_size; -EFSCORRUPTED for anything else. Exposed for fuzzing. */
+#define SNAP_TOC_HEADER_MAX 256
+struct estargz_footer;
+int snap_toc_header_parse(const char *buf, size_t len, uint64_t blob_size, struct estargz_footer *f,
+			  char want[72], size_t *hdr_len);
 
 /* cache glue (cache.c) */
 const struct img_cache_ops *snap_cache_ops(void);
