@@ -39,6 +39,8 @@ run_one() { # name, command...
 	77) skip=$((skip + 1)); printf '  SKIP  %-40s (%s)\n' "$name" "$(tail -n 1 "$log")" ;;
 	*) fail=$((fail + 1)); failed+=("$name")
 	   printf '  FAIL  %-40s rc=%d, log %s\n' "$name" "$rc" "$log"
+	   # the failed checks first: CI shows only the end of this output
+	   grep -m 10 -E '^(FAIL|not ok)' "$log" | sed 's/^/        ! /'
 	   tail -n 25 "$log" | sed 's/^/        | /' ;;
 	esac
 }

@@ -40,11 +40,13 @@ die() { echo "FAIL: $*"; echo "--- snapshotter log (tail)"; tail -n 30 "$W/snap.
 SNAP_RC=
 stop_snapshotter() {
 	[ -n "$SNAP_PID" ] || return 0
+	local t0=$SECONDS
 	kill "$SNAP_PID" 2>/dev/null || true
-	for _ in $(seq 150); do kill -0 "$SNAP_PID" 2>/dev/null || break; sleep 0.1; done
-	kill -9 "$SNAP_PID" 2>/dev/null || true
+	for _ in $(seq 300); do kill -0 "$SNAP_PID" 2>/dev/null || break; sleep 0.1; done
+	kill -9 "$SNAP_PID" 2>/dev/null && echo "snapshotter still running $((SECONDS - t0)) s after SIGTERM: killed"
 	SNAP_RC=0
 	wait "$SNAP_PID" 2>/dev/null || SNAP_RC=$?
+	echo "snapshotter stopped in $((SECONDS - t0)) s, rc $SNAP_RC"
 	SNAP_PID=
 }
 
