@@ -11,24 +11,6 @@
 
 #define IO_RETRIES 3 /* -EINTR/-EAGAIN from a request; not expected for regular files */
 
-static int pread_full(int fd, void *buf, size_t len, uint64_t off)
-{
-	size_t done = 0;
-
-	while (done < len) {
-		ssize_t n = pread(fd, (uint8_t *)buf + done, len - done, (off_t)(off + done));
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			return -EFSCORRUPTED; /* shrank under us */
-		done += (size_t)n;
-	}
-	return 0;
-}
-
 /* Load b->ready from an open state file; 0 if it is valid for this blob,
  * -EFSCORRUPTED (logged) if it must be discarded, other errors are I/O. */
 static int state_load(struct bcache_blob *b, const char *dir, const char *id, uint64_t data_size)
@@ -50,7 +32,9 @@ static int state_load(struct bcache_blob *b, const char *dir, const char *id, ui
 	buf = lz_malloc((size_t)st.st_size);
 	if (!buf)
 		return -ENOMEM;
-	ret = pread_full(b->state_fd, buf, (size_t)st.st_size, 0);
+	ret = lz_pread_full(b->state_fd, buf, (size_t)st.st_size, 0, NULL);
+	if (ret == -ENODATA)
+		ret = -EFSCORRUPTED; /* shrank under us */
 	if (ret)
 		goto out;
 	ret = bcache_state_parse(buf, (size_t)st.st_size, &info, &why);

@@ -30,9 +30,6 @@ uint64_t rafs_decode_rdev(uint32_t dev)
 }
 
 /* Per-thread scratch: decoded chunk and compressed input. Freed at thread exit. */
-static pthread_key_t tl_key;
-static pthread_once_t tl_once = PTHREAD_ONCE_INIT;
-
 struct tl_bufs {
 	uint8_t *out, *in;
 	size_t out_cap, in_cap;
@@ -49,26 +46,7 @@ static void tl_free(void *p)
 	}
 }
 
-static void tl_init(void)
-{
-	pthread_key_create(&tl_key, tl_free);
-}
-
-static struct tl_bufs *tl_get(void)
-{
-	struct tl_bufs *t;
-
-	pthread_once(&tl_once, tl_init);
-	t = pthread_getspecific(tl_key);
-	if (!t) {
-		t = lz_calloc(1, sizeof(*t));
-		if (t && pthread_setspecific(tl_key, t)) {
-			free(t);
-			t = NULL;
-		}
-	}
-	return t;
-}
+static struct lz_tls tl_scratch = LZ_TLS_INIT(struct tl_bufs, tl_free);
 
 static int blob_fd(struct rafs *fs, struct rafs_blob *b)
 {
@@ -118,23 +96,12 @@ static int blob_read(struct rafs *fs, uint32_t bi, void *buf, size_t len, uint64
 	fd = blob_fd(fs, b);
 	if (fd < 0)
 		return fd;
-	while (done < len) {
-		ssize_t n = pread(fd, (uint8_t *)buf + done, len - done, (off_t)(off + done));
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			ret = -errno;
-			break;
-		}
-		if (n == 0) {
-			if (lz_ratelimit(&b->bad_log, 10))
-				lz_err("blob %s: short read at offset %llu (+%zu): the blob is truncated",
-				       b->id, (unsigned long long)(off + done), len - done);
-			ret = -EFSCORRUPTED;
-			break;
-		}
-		done += (size_t)n;
+	ret = lz_pread_full(fd, buf, len, off, &done);
+	if (ret == -ENODATA) {
+		if (lz_ratelimit(&b->bad_log, 10))
+			lz_err("blob %s: short read at offset %llu (+%zu): the blob is truncated",
+			       b->id, (unsigned long long)(off + done), len - done);
+		ret = -EFSCORRUPTED;
 	}
 	atomic_fetch_add(&fs->st_bytes, done);
 	return ret;
@@ -288,7 +255,7 @@ static int fetch_chunk(struct rafs *fs, const struct img_chunk *c, void *out)
 		ret = blob_read(fs, c->blob_index, out, c->uncompressed_size, c->compressed_offset);
 		return ret ? ret : decode_chunk(fs, c, out, out);
 	}
-	t = tl_get();
+	t = lz_tls_get(&tl_scratch);
 	if (!t)
 		return -ENOMEM;
 	ret = lz_scratch_reserve(&t->in, &t->in_cap, c->compressed_size);
@@ -510,7 +477,7 @@ int rafs_chunk_copy(struct rafs *fs, const struct img_chunk *c, uint64_t skip, v
 			return -EFSCORRUPTED;
 		return blob_read(fs, c->blob_index, dst, n, c->compressed_offset + skip);
 	}
-	t = tl_get();
+	t = lz_tls_get(&tl_scratch);
 	if (!t)
 		return -ENOMEM;
 	ret = lz_scratch_reserve(&t->out, &t->out_cap, c->uncompressed_size);

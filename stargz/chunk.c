@@ -9,7 +9,6 @@
 
 #include <libdeflate.h>
 #include <stdlib.h>
-#include <unistd.h>
 #include <zlib.h>
 #include <zstd.h>
 
@@ -38,9 +37,6 @@ struct tl_bufs {
 	ZSTD_DCtx *zd;
 };
 
-static pthread_key_t tl_key;
-static pthread_once_t tl_once = PTHREAD_ONCE_INIT;
-
 static void tl_free(void *p)
 {
 	struct tl_bufs *t = p;
@@ -55,25 +51,16 @@ static void tl_free(void *p)
 	}
 }
 
-static void tl_init(void)
-{
-	pthread_key_create(&tl_key, tl_free);
-}
+static struct lz_tls tl_scratch = LZ_TLS_INIT(struct tl_bufs, tl_free);
 
-static struct tl_bufs *tl_get(void)
+/* a worker thread does not keep a huge (legacy unchunked file) scratch buffer around */
+static void scratch_trim(uint8_t **buf, size_t *cap)
 {
-	struct tl_bufs *t;
-
-	pthread_once(&tl_once, tl_init);
-	t = pthread_getspecific(tl_key);
-	if (!t) {
-		t = lz_calloc(1, sizeof(*t));
-		if (t && pthread_setspecific(tl_key, t)) {
-			free(t);
-			t = NULL;
-		}
+	if (*cap > ES_SCRATCH_KEEP) {
+		free(*buf);
+		*buf = NULL;
+		*cap = 0;
 	}
-	return t;
 }
 
 static int blob_read(struct estargz *es, uint32_t li, void *buf, size_t len, uint64_t off)
@@ -91,21 +78,9 @@ static int blob_read(struct estargz *es, uint32_t li, void *buf, size_t len, uin
 	}
 	if (es->fd < 0)
 		return -EIO;   /* opened without a backend: metadata only */
-	while (done < len) {
-		ssize_t n = pread(es->fd, (uint8_t *)buf + done, len - done, (off_t)(off + done));
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			ret = -errno;
-			break;
-		}
-		if (n == 0) {
-			ret = -EFSCORRUPTED;   /* the TOC points past the end of the blob */
-			break;
-		}
-		done += (size_t)n;
-	}
+	ret = lz_pread_full(es->fd, buf, len, off, &done);
+	if (ret == -ENODATA)
+		ret = -EFSCORRUPTED;   /* the TOC points past the end of the blob */
 	atomic_fetch_add(&es->st_bytes, done);
 	return ret;
 }
@@ -216,7 +191,7 @@ static int decode_chunk(struct estargz *es, uint32_t li, uint32_t idx, const uin
 {
 	const struct es_layer *l = &es->layers[li];
 	const struct es_chunk *c = &l->chunks[idx];
-	struct tl_bufs *t = tl_get();
+	struct tl_bufs *t = lz_tls_get(&tl_scratch);
 	size_t need = (size_t)c->inner + c->size;
 	uint8_t dg[LZ_DIGEST_LEN], *data = NULL;
 	int ret;
@@ -236,12 +211,7 @@ static int decode_chunk(struct estargz *es, uint32_t li, uint32_t idx, const uin
 	}
 	memcpy(out, data + c->inner, c->size);
 	atomic_fetch_add(&es->st_fills, 1);
-	/* a worker thread does not keep a huge (legacy unchunked file) scratch buffer around */
-	if (t->out_cap > ES_SCRATCH_KEEP) {
-		free(t->out);
-		t->out = NULL;
-		t->out_cap = 0;
-	}
+	scratch_trim(&t->out, &t->out_cap);
 	return 0;
 }
 
@@ -249,7 +219,7 @@ static int decode_chunk(struct estargz *es, uint32_t li, uint32_t idx, const uin
 static int fetch_chunk(struct estargz *es, uint32_t li, uint32_t idx, void *out)
 {
 	const struct es_chunk *c = &es->layers[li].chunks[idx];
-	struct tl_bufs *t = tl_get();
+	struct tl_bufs *t = lz_tls_get(&tl_scratch);
 	size_t len = (size_t)(c->next - c->offset);
 	int ret;
 
@@ -263,11 +233,7 @@ static int fetch_chunk(struct estargz *es, uint32_t li, uint32_t idx, void *out)
 	ret = blob_read(es, li, t->in, len, c->offset);
 	if (!ret)
 		ret = decode_chunk(es, li, idx, t->in, len, out);
-	if (t->in_cap > ES_SCRATCH_KEEP) {
-		free(t->in);
-		t->in = NULL;
-		t->in_cap = 0;
-	}
+	scratch_trim(&t->in, &t->in_cap);
 	return ret;
 }
 

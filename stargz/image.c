@@ -497,20 +497,9 @@ void estargz_get_info(const struct estargz *es, struct estargz_info *info)
 
 static int pread_all(int fd, void *buf, size_t len, uint64_t off)
 {
-	size_t done = 0;
+	int ret = lz_pread_full(fd, buf, len, off, NULL);
 
-	while (done < len) {
-		ssize_t n = pread(fd, (uint8_t *)buf + done, len - done, (off_t)(off + done));
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			return -EIO;
-		done += (size_t)n;
-	}
-	return 0;
+	return ret == -ENODATA ? -EIO : ret;   /* the file ended early */
 }
 
 static int file_sha256(int fd, uint64_t size, char hex[65])

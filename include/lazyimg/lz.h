@@ -97,4 +97,23 @@ void lz_fail_alloc_at(long n); /* 0 disables */
  * not kept (scratch buffers). 0 or -ENOMEM (then *buf is unchanged). */
 int lz_scratch_reserve(uint8_t **buf, size_t *cap, size_t need);
 
+/* Read exactly len bytes at off. 0, -errno, or -ENODATA when the file ends
+ * first; *done (may be NULL) gets the bytes read either way. */
+int lz_pread_full(int fd, void *buf, size_t len, uint64_t off, size_t *done);
+
+/* A per-thread object of `size` zeroed bytes, made on a thread's first
+ * lz_tls_get() and handed to dtor (which frees it) when the thread exits.
+ * Define one per kind, static: static struct lz_tls x = LZ_TLS_INIT(...). */
+#include <pthread.h>
+#include <stdatomic.h>
+struct lz_tls {
+	size_t size;
+	void (*dtor)(void *);
+	atomic_bool ready;          /* key created */
+	pthread_key_t key;
+};
+#define LZ_TLS_INIT(type, dtor_fn) { .size = sizeof(type), .dtor = (dtor_fn) }
+/* NULL when out of memory */
+void *lz_tls_get(struct lz_tls *t);
+
 #endif
