@@ -90,8 +90,8 @@ struct bench {
 	const char *workdir;
 	const char *reglog;    /* the registry's access log, for bytes a peer does not report */
 	long reglog_mark;
-	bool insecure, keep;
-	const char *ca_file;
+	bool keep;
+	struct reg_opts reg;   /* --insecure and --ca-file, also given to each mount */
 	char self[PATH_MAX];
 	char dir[1024];        /* private work directory */
 	char host[REG_MAX_HOST];
@@ -326,7 +326,7 @@ static const char *image_format(const struct reg_manifest *m)
 static int image_layers(struct bench *b, const char *ref, uint64_t *bytes, unsigned *nlayers,
 			char ***digests, char *format, size_t fsize)
 {
-	struct reg_opts ro = { .insecure = b->insecure, .ca_file = b->ca_file };
+	struct reg_opts ro = b->reg;
 	struct reg_ref r;
 	struct reg_client *c = NULL;
 	struct reg_manifest m = { 0 };
@@ -466,11 +466,11 @@ static int lazy_run(struct bench *b, struct mode *m, const char *cache, const ch
 	argv[na++] = (char *)cache;
 	argv[na++] = (char *)"--log-file";
 	argv[na++] = log;
-	if (b->insecure)
+	if (b->reg.insecure)
 		argv[na++] = (char *)"--insecure";
-	if (b->ca_file) {
+	if (b->reg.ca_file) {
 		argv[na++] = (char *)"--ca-file";
-		argv[na++] = (char *)b->ca_file;
+		argv[na++] = (char *)b->reg.ca_file;
 	}
 	if (!m->recorded && b->prefetch) {
 		if (!strcmp(b->prefetch, "none"))
@@ -566,7 +566,7 @@ static int full_run(struct bench *b, struct mode *m)
 	argv[na++] = (char *)"skopeo";
 	argv[na++] = (char *)"copy";
 	argv[na++] = (char *)"-q";
-	if (b->insecure)
+	if (b->reg.insecure)
 		argv[na++] = (char *)"--src-tls-verify=false";
 	argv[na++] = src;
 	argv[na++] = img;
@@ -686,7 +686,7 @@ static int stargz_run(struct bench *b, struct mode *m, char **digests, unsigned 
 	argv[na++] = root;
 	argv[na++] = (char *)"-config";
 	argv[na++] = cfg;
-	if (b->insecure) {
+	if (b->reg.insecure) {
 		argv[na++] = (char *)"-plain-http";
 		argv[na++] = host;
 	}
@@ -1060,6 +1060,8 @@ static int write_plot(const struct bench *b, const char *path)
 
 /* ---------- driver ---------- */
 
+#define BENCH_OPTS CLI_OPT_TLS
+
 static void bench_usage(FILE *out)
 {
 	fputs("usage: lazyimg bench [options] REF...\n"
@@ -1097,8 +1099,9 @@ static void bench_usage(FILE *out)
 	      "  --netem SPEC            e.g. \"delay 20ms rate 100mbit\": tc netem on lo for the\n"
 	      "                          run, always removed (also on SIGINT/SIGTERM). Without\n"
 	      "                          sch_netem: delay by an in-process relay, rate by tbf\n"
-	      "  --insecure              plain-HTTP registry   --ca-file FILE   its CA\n"
-	      "output:\n"
+	      "registry:\n", out);
+	cli_opts_help(out, BENCH_OPTS, 26);
+	fputs("output:\n"
 	      "  --json FILE  --csv FILE  --plot FILE.svg|FILE.png (gnuplot)\n"
 	      "  --workdir DIR           where mounts, caches and pulls go (default: /var/tmp)\n"
 	      "  --registry-log FILE     the registry's access log: bytes and requests per run\n"
@@ -1282,14 +1285,13 @@ int cmd_bench(int argc, char **argv)
 		{ "plot", required_argument, NULL, 'g' },
 		{ "workdir", required_argument, NULL, 'W' },
 		{ "registry-log", required_argument, NULL, 'L' },
-		{ "insecure", no_argument, NULL, 'I' },
-		{ "ca-file", required_argument, NULL, 'A' },
 		{ "no-warm", no_argument, NULL, 'X' },
 		{ "keep", no_argument, NULL, 'K' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
 	static struct bench b;
+	struct cli_common co = { .groups = BENCH_OPTS };
 	struct sigaction sa = { .sa_handler = on_signal };
 	char tmpl[900];
 	int c, ret = 0, nwl = 0;
@@ -1298,8 +1300,9 @@ int cmd_bench(int argc, char **argv)
 	memset(&b, 0, sizeof(b));
 	b.runs = 3;
 	b.warm = true;
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "h", lopts, NULL)) != -1) {
+	co.reg = &b.reg;
+	cli_opts_begin(&co, "bench", lopts, argv);
+	while ((c = getopt_long(argc, argv, "h", co.lopts, NULL)) != -1) {
 		switch (c) {
 		case 'n':
 			b.runs = atoi(optarg);
@@ -1351,12 +1354,13 @@ int cmd_bench(int argc, char **argv)
 		case 'g': b.plot = optarg; break;
 		case 'W': b.workdir = optarg; break;
 		case 'L': b.reglog = optarg; break;
-		case 'I': b.insecure = true; break;
-		case 'A': b.ca_file = optarg; break;
 		case 'X': b.warm = false; break;
 		case 'K': b.keep = true; break;
 		case 'h': bench_usage(stdout); return 0;
-		default: bench_usage(stderr); return 2;
+		default:
+			if (cli_opts_parse(&co, c, optarg))
+				return 2;
+			break;
 		}
 	}
 	for (int i = optind; i < argc; i++) {

@@ -12,6 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#define CONVERT_OPTS CLI_OPT_TLS
+
 static void convert_usage(FILE *out)
 {
 	fputs("usage: lazyimg convert [options] SRC OUTDIR\n"
@@ -20,6 +22,8 @@ static void convert_usage(FILE *out)
 	      "Build a Nydus RAFS image from SRC: a directory, a layer tarball (.tar, .tar.gz,\n"
 	      "or .tar.zst, read as a stream), or '-' for a tar stream on stdin. OUTDIR gets\n"
 	      "image.boot and blobs/<blob-id>. The same input always gives the same bytes.\n"
+	      "SRC_REF DST_REF: pull an OCI image, convert every layer, merge, and push a\n"
+	      "nydus image with the annotations nydus uses.\n"
 	      "\n"
 	      "  --fs-version 5|6          RAFS version (default 6)\n"
 	      "  --compressor zstd|lz4|none  chunk compression (default zstd)\n"
@@ -31,12 +35,11 @@ static void convert_usage(FILE *out)
 	      "                            offsets: the kernel's EROFS can mount the image\n"
 	      "                            with the blob as its device\n"
 	      "  --level N                 compression level\n"
-	      "  --insecure                registries over plain HTTP (SRC_REF/DST_REF form:\n"
-	      "                            pull an OCI image, convert every layer, merge, and\n"
-	      "                            push a nydus image with the annotations nydus uses)\n"
-	      "  --work-dir DIR            scratch space for registry conversion\n"
 	      "  -q, --quiet               no progress output\n"
-	      "  -h, --help                this text\n", out);
+	      "  -h, --help                this text\n"
+	      "registry (SRC_REF DST_REF form):\n"
+	      "  --work-dir DIR            scratch space for registry conversion\n", out);
+	cli_opts_help(out, CONVERT_OPTS, 28);
 }
 
 static int parse_size(const char *s, uint32_t *out)
@@ -94,7 +97,6 @@ int cmd_convert(int argc, char **argv)
 		{ "aligned", no_argument, NULL, 'a' },
 		{ "level", required_argument, NULL, 'l' },
 		{ "quiet", no_argument, NULL, 'q' },
-		{ "insecure", no_argument, NULL, 'I' },
 		{ "work-dir", required_argument, NULL, 'W' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
@@ -103,13 +105,14 @@ int cmd_convert(int argc, char **argv)
 				     .digester = LZ_DIGEST_BLAKE3, .chunk_size = 1u << 20 };
 	struct rafs_build_result r;
 	struct reg_opts rgo = { 0 };
+	struct cli_common co = { .groups = CONVERT_OPTS, .reg = &rgo };
 	const char *work = NULL;
 	struct stat st;
 	bool quiet = false;
 	int c, ret;
 
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "qh", lopts, NULL)) != -1) {
+	cli_opts_begin(&co, "convert", lopts, argv);
+	while ((c = getopt_long(argc, argv, "qh", co.lopts, NULL)) != -1) {
 		switch (c) {
 		case 'V':
 			if (strcmp(optarg, "5") && strcmp(optarg, "6")) {
@@ -151,10 +154,12 @@ int cmd_convert(int argc, char **argv)
 		case 'a': o.aligned = true; break;
 		case 'l': o.level = atoi(optarg); break;
 		case 'q': quiet = true; break;
-		case 'I': rgo.insecure = true; break;
 		case 'W': work = optarg; break;
 		case 'h': convert_usage(stdout); return 0;
-		default: convert_usage(stderr); return 2;
+		default:
+			if (cli_opts_parse(&co, c, optarg))
+				return 2;
+			break;
 		}
 	}
 	if (optind != argc - 2) {
@@ -239,10 +244,11 @@ int cmd_merge(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
+	struct cli_common co = { 0 };
 	int c, ret, ver = 0;
 
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "h", lopts, NULL)) != -1) {
+	cli_opts_begin(&co, "merge", lopts, argv);
+	while ((c = getopt_long(argc, argv, "h", co.lopts, NULL)) != -1) {
 		switch (c) {
 		case 'V':
 			if (strcmp(optarg, "5") && strcmp(optarg, "6")) {
@@ -252,7 +258,10 @@ int cmd_merge(int argc, char **argv)
 			ver = atoi(optarg);
 			break;
 		case 'h': merge_usage(stdout); return 0;
-		default: merge_usage(stderr); return 2;
+		default:
+			if (cli_opts_parse(&co, c, optarg))
+				return 2;
+			break;
 		}
 	}
 	if (argc - optind < 2) {

@@ -27,18 +27,22 @@ int cmd_inspect(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
+	struct cli_common co = { 0 };
 	struct rafs_opts ro = { .validate = true };
 	bool json = false, chunks = true;
 	struct rafs *fs;
 	int c, ret;
 
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "h", lopts, NULL)) != -1) {
+	cli_opts_begin(&co, "inspect", lopts, argv);
+	while ((c = getopt_long(argc, argv, "h", co.lopts, NULL)) != -1) {
 		switch (c) {
 		case 'j': json = true; break;
 		case 'n': chunks = false; break;
 		case 'h': inspect_usage(stdout); return 0;
-		default: inspect_usage(stderr); return 2;
+		default:
+			if (cli_opts_parse(&co, c, optarg))
+				return 2;
+			break;
 		}
 	}
 	if (optind != argc - 1) {
@@ -76,18 +80,22 @@ int cmd_check(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
+	struct cli_common co = { 0 };
 	struct rafs_opts ro = { .validate = true };
 	char dirbuf[PATH_MAX];
 	uint64_t n, bytes;
 	struct rafs *fs;
 	int c, ret;
 
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "B:h", lopts, NULL)) != -1) {
+	cli_opts_begin(&co, "check", lopts, argv);
+	while ((c = getopt_long(argc, argv, "B:h", co.lopts, NULL)) != -1) {
 		switch (c) {
 		case 'B': ro.blob_dir = optarg; break;
 		case 'h': check_usage(stdout); return 0;
-		default: check_usage(stderr); return 2;
+		default:
+			if (cli_opts_parse(&co, c, optarg))
+				return 2;
+			break;
 		}
 	}
 	if (optind != argc - 1) {

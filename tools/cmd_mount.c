@@ -34,36 +34,7 @@ int cli_runtime_path(const char *mountpoint, const char *suffix, char *buf, size
 	return 0;
 }
 
-int cli_parse_size(const char *s, uint64_t *out)
-{
-	char *end;
-	unsigned long long v;
-
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (end == s || errno || *s == '-')
-		return -EINVAL;
-	if (*end == 'K' || *end == 'k')
-		v <<= 10, end++;
-	else if (*end == 'M' || *end == 'm')
-		v <<= 20, end++;
-	else if (*end == 'G' || *end == 'g')
-		v <<= 30, end++;
-	if (*end)
-		return -EINVAL;
-	*out = v;
-	return 0;
-}
-
-int cli_log_level(const char *s)
-{
-	static const char *const names[] = { "error", "warn", "info", "debug" };
-
-	for (int i = 0; i < 4; i++)
-		if (!strcmp(s, names[i]))
-			return i;
-	return -1;
-}
+#define MOUNT_OPTS (CLI_OPT_TLS | CLI_OPT_REGISTRY | CLI_OPT_CACHE | CLI_OPT_MERGE | CLI_OPT_PREFETCH | CLI_OPT_LOG)
 
 static void mount_usage(FILE *out)
 {
@@ -78,27 +49,15 @@ static void mount_usage(FILE *out)
 	      "data blob with its bootstrap inlined (RAFS ToC).\n"
 	      "\n"
 	      "  --cache-dir DIR        bootstraps and blob cache (default /var/lib/lazyimg/cache)\n"
-	      "  --insecure             plain HTTP registry, no TLS verification\n"
-	      "  --ca-file FILE         CA bundle to verify the registry with\n"
-	      "  --auth-file FILE       docker config.json with credentials\n"
-	      "                         (default ~/.docker/config.json; also\n"
-	      "                         LAZYIMG_REGISTRY_USER/LAZYIMG_REGISTRY_PASSWORD)\n"
-	      "  --mirror URL           try this mirror/proxy first (repeatable, in order)\n"
-	      "  --timeout SECONDS      stall timeout of one registry request (default 30)\n"
-	      "  --retries N            retries of a failed request (default 4)\n"
 	      "  --prefetch-files FILE  fetch these paths (one per line) in the background\n"
-	      "  --prefetch-all         fetch the whole image in the background\n"
-	      "  --no-prefetch          ignore the image's prefetch table\n"
-	      "                         (without any of these three, a list recorded for the\n"
-	      "                         image by an earlier --record mount is prefetched)\n"
+	      "                         (without it, --prefetch-all or --no-prefetch, a list\n"
+	      "                         recorded for the image by an earlier --record mount\n"
+	      "                         is prefetched)\n"
 	      "  --record FILE          at umount, write the files read (first-read order, one\n"
 	      "                         path per line, the --prefetch-files format) to FILE and\n"
 	      "                         keep a copy per image digest in <cache-dir>/records/\n"
-	      "  --cache-max-size BYTES evict least recently used blobs above this (K/M/G)\n"
 	      "  --layer DIGEST         eStargz: mount only this layer (sha256:...), whiteouts shown\n"
 	      "                         as overlayfs does (what a snapshotter's lowerdir needs)\n"
-	      "  --merge-max BYTES      largest request when fetching neighbouring missing chunks\n"
-	      "                         together (default 2M; 0: one request per chunk)\n"
 	      "  --server SOCK          ask a running 'lazyimg serve' to mount REF instead\n"
 	      "                         (MOUNTPOINT's last component becomes the mount's id)\n"
 	      "  -b, --bootstrap FILE   the RAFS bootstrap (image.boot)\n"
@@ -108,11 +67,12 @@ static void mount_usage(FILE *out)
 	      "  -f, --foreground       stay in the foreground, log to stderr\n"
 	      "      --log-file FILE    where the background server logs\n"
 	      "                         (default: /run/lazyimg/<id>.log)\n"
-	      "      --log-level LEVEL  error, warn (default), info or debug\n"
 	      "      --allow-other      let other users access the mount\n"
 	      "      --threads N        at most N FUSE worker threads\n"
 	      "      --debug            trace every FUSE request (implies -f)\n"
-	      "  -h, --help             this text\n", out);
+	      "  -h, --help             this text\n"
+	      "registry, cache and logging:\n", out);
+	cli_opts_help(out, MOUNT_OPTS, 25);
 }
 
 static int write_all(int fd, const void *buf, size_t len)
@@ -208,28 +168,19 @@ int cmd_mount(int argc, char **argv)
 		{ "no-validate", no_argument, NULL, 'N' },
 		{ "foreground", no_argument, NULL, 'f' },
 		{ "log-file", required_argument, NULL, 'L' },
-		{ "log-level", required_argument, NULL, 'l' },
 		{ "allow-other", no_argument, NULL, 'A' },
 		{ "threads", required_argument, NULL, 'T' },
 		{ "debug", no_argument, NULL, 'D' },
 		{ "cache-dir", required_argument, NULL, 'C' },
-		{ "insecure", no_argument, NULL, 'I' },
-		{ "ca-file", required_argument, NULL, 'a' },
-		{ "auth-file", required_argument, NULL, 'u' },
-		{ "mirror", required_argument, NULL, 'm' },
-		{ "timeout", required_argument, NULL, 't' },
-		{ "retries", required_argument, NULL, 'r' },
 		{ "prefetch-files", required_argument, NULL, 'P' },
-		{ "prefetch-all", no_argument, NULL, 'X' },
-		{ "no-prefetch", no_argument, NULL, 'n' },
-		{ "cache-max-size", required_argument, NULL, 'M' },
 		{ "record", required_argument, NULL, 'R' },
-		{ "merge-max", required_argument, NULL, 'g' },
 		{ "layer", required_argument, NULL, 'y' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
 	struct snap_source_opts so = { .cache_dir = "/var/lib/lazyimg/cache", .validate = true };
+	struct cli_common co = { .groups = MOUNT_OPTS, .reg = &so.reg, .cache_max = &so.cache_max,
+				 .merge_max = &so.merge_max, .prefetch = &so.prefetch };
 	struct snap_source *src = NULL;
 	struct image *img = NULL;
 	struct lz_ctl *ctl = NULL;
@@ -250,61 +201,32 @@ int cmd_mount(int argc, char **argv)
 	int c, ret, pfd[2] = { -1, -1 };
 	pid_t pid;
 
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "b:B:fh", lopts, NULL)) != -1) {
+	cli_opts_begin(&co, "mount", lopts, argv);
+	while ((c = getopt_long(argc, argv, "b:B:fh", co.lopts, NULL)) != -1) {
 		switch (c) {
 		case 'b': boot = optarg; break;
 		case 'B': blob_dir = optarg; break;
 		case 'N': ro.validate = false; break;
 		case 'f': fg = true; break;
 		case 'L': log_file = optarg; break;
-		case 'l':
-			if (cli_log_level(optarg) < 0) {
-				fprintf(stderr, "lazyimg mount: --log-level: unknown level '%s'\n", optarg);
-				return 2;
-			}
-			lz_log_level = cli_log_level(optarg);
-			break;
 		case 'A': fo.allow_other = true; break;
-		case 'T': fo.max_threads = (unsigned)atoi(optarg); break;
+		case 'T':
+			if (cli_parse_uint(co.prog, "threads", optarg, CLI_MAX_THREADS, &fo.max_threads))
+				return 2;
+			break;
 		case 'D': fo.debug = true; fg = true; break;
 		case 'C': so.cache_dir = optarg; break;
-		case 'I': so.reg.insecure = true; break;
-		case 'a': so.reg.ca_file = optarg; break;
-		case 'u': so.reg.auth_file = optarg; break;
-		case 'm':
-			if (so.reg.nmirrors >= REG_MAX_MIRRORS) {
-				fprintf(stderr, "lazyimg mount: at most %d --mirror\n", REG_MAX_MIRRORS);
-				return 2;
-			}
-			so.reg.mirrors[so.reg.nmirrors++] = optarg;
-			break;
-		case 't': so.reg.timeout_s = atoi(optarg); break;
-		case 'r': so.reg.retries = atoi(optarg) ? atoi(optarg) : -1; break;
 		case 'P': so.prefetch = SNAP_PREFETCH_LIST; so.prefetch_files = optarg; pf_explicit = true; break;
-		case 'X': so.prefetch = SNAP_PREFETCH_ALL; pf_explicit = true; break;
-		case 'n': so.prefetch = SNAP_PREFETCH_NONE; pf_explicit = true; break;
 		case 'R': record_file = optarg; break;
 		case 'y': so.layer = optarg; break;
-		case 'M':
-			if (cli_parse_size(optarg, &so.cache_max)) {
-				fprintf(stderr, "lazyimg mount: --cache-max-size '%s' is not a size\n", optarg);
-				return 2;
-			}
-			break;
-		case 'g':
-			if (cli_parse_size(optarg, &so.merge_max) || so.merge_max > (256ull << 20)) {
-				fprintf(stderr, "lazyimg mount: --merge-max '%s' is not a size up to 256M\n", optarg);
-				return 2;
-			}
-			/* 0 asks for one chunk per request: any bound below a chunk does that */
-			if (!so.merge_max)
-				so.merge_max = 1;
-			break;
 		case 'h': mount_usage(stdout); return 0;
-		default: mount_usage(stderr); return 2;
+		default:
+			if (cli_opts_parse(&co, c, optarg))
+				return 2;
+			break;
 		}
 	}
+	pf_explicit = pf_explicit || co.prefetch_given;
 	if (boot ? optind != argc - 1 : optind != argc - 2) {
 		fprintf(stderr, boot ? "lazyimg mount: expected exactly one MOUNTPOINT\n" :
 				       "lazyimg mount: expected REF and MOUNTPOINT (or --bootstrap FILE MOUNTPOINT)\n");
@@ -590,18 +512,22 @@ int cmd_umount(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
+	struct cli_common co = { 0 };
 	char pidpath[PATH_MAX];
 	bool lazy = false;
 	pid_t pid = 0;
 	FILE *pf;
 	int c;
 
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "lh", lopts, NULL)) != -1) {
+	cli_opts_begin(&co, "umount", lopts, argv);
+	while ((c = getopt_long(argc, argv, "lh", co.lopts, NULL)) != -1) {
 		switch (c) {
 		case 'l': lazy = true; break;
 		case 'h': umount_usage(stdout); return 0;
-		default: umount_usage(stderr); return 2;
+		default:
+			if (cli_opts_parse(&co, c, optarg))
+				return 2;
+			break;
 		}
 	}
 	if (optind != argc - 1) {
@@ -640,29 +566,21 @@ int cmd_umount(int argc, char **argv)
 	return 0;
 }
 
-static void stats_usage(FILE *out)
-{
-	fputs("usage: lazyimg stats MOUNTPOINT\n"
-	      "\n"
-	      "Print the running server's counters as JSON: backend_bytes, backend_requests,\n"
-	      "cache_hits, cache_misses, prefetch_bytes, chunk_errors, reads, read_bytes,\n"
-	      "read_errors, lookups, read_latency_us {p50, p90, p99, max}, prefetch_source\n"
-	      "(table, none, list, all, recorded, local), recording, recorded_files.\n", out);
-}
+static const char stats_usage[] =
+	"usage: lazyimg stats MOUNTPOINT\n"
+	"\n"
+	"Print the running server's counters as JSON: backend_bytes, backend_requests,\n"
+	"cache_hits, cache_misses, prefetch_bytes, chunk_errors, reads, read_bytes,\n"
+	"read_errors, lookups, read_latency_us {p50, p90, p99, max}, prefetch_source\n"
+	"(table, none, list, all, recorded, local), recording, recorded_files.\n";
 
 int cmd_stats(int argc, char **argv)
 {
 	char sock[PATH_MAX], *body = NULL;
-	int st;
+	int st = cli_plain_args("stats", argc, argv, 1, stats_usage);
 
-	if (argc == 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
-		stats_usage(stdout);
-		return 0;
-	}
-	if (argc != 2) {
-		stats_usage(stderr);
-		return 2;
-	}
+	if (st >= 0)
+		return st;
 	if (cli_runtime_path(argv[1], "sock", sock, sizeof(sock))) {
 		fprintf(stderr, "lazyimg stats: %s: %s\n", argv[1], strerror(errno));
 		return 1;

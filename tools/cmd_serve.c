@@ -27,6 +27,10 @@
 
 #define HOLDER_START_WAIT_MS 5000
 
+#define SERVE_OPTS (CLI_OPT_TLS | CLI_OPT_REGISTRY | CLI_OPT_CACHE | CLI_OPT_PREFETCH | CLI_OPT_LOG)
+/* a read hung for an hour is long past any use of the number */
+#define SERVE_MAX_HUNG_MS 3600000
+
 static void serve_usage(FILE *out)
 {
 	fputs("usage: lazyimg serve --root DIR [options]\n"
@@ -46,20 +50,12 @@ static void serve_usage(FILE *out)
 	      "  --no-fd-holder         no holder: stopping the server unmounts; mounts are\n"
 	      "                         re-made from the state when it starts again\n"
 	      "  --cleanup-on-exit      unmount everything and forget it when stopped\n"
-	      "  --insecure             plain HTTP registries, no TLS verification\n"
-	      "  --ca-file FILE         CA bundle to verify registries with\n"
-	      "  --auth-file FILE       docker config.json with credentials\n"
-	      "  --mirror URL           try this mirror/proxy first (repeatable, in order)\n"
-	      "  --timeout SECONDS      stall timeout of one registry request (default 30)\n"
-	      "  --retries N            retries of a failed request (default 4)\n"
-	      "  --cache-max-size BYTES evict least recently used blobs above this (K/M/G)\n"
-	      "  --prefetch-all         fetch whole images in the background\n"
-	      "  --no-prefetch          ignore the images' prefetch tables\n"
 	      "  --threads N            at most N FUSE worker threads, shared by all mounts\n"
 	      "                         (default 64; they start at 4 and grow when all are busy)\n"
 	      "  --hung-ms MS           a read running longer is reported as hung (default 10000)\n"
-	      "  --log-level LEVEL      error, warn (default), info or debug\n"
-	      "  -h, --help             this text\n", out);
+	      "  -h, --help             this text\n"
+	      "registry, cache and logging:\n", out);
+	cli_opts_help(out, SERVE_OPTS, 25);
 }
 
 /*
@@ -134,68 +130,45 @@ int cmd_serve(int argc, char **argv)
 		{ "socket", required_argument, NULL, 'S' },
 		{ "no-fd-holder", no_argument, NULL, 'H' },
 		{ "cleanup-on-exit", no_argument, NULL, 'c' },
-		{ "insecure", no_argument, NULL, 'I' },
-		{ "ca-file", required_argument, NULL, 'a' },
-		{ "auth-file", required_argument, NULL, 'u' },
-		{ "mirror", required_argument, NULL, 'm' },
-		{ "timeout", required_argument, NULL, 't' },
-		{ "retries", required_argument, NULL, 'r' },
-		{ "cache-max-size", required_argument, NULL, 'M' },
-		{ "prefetch-all", no_argument, NULL, 'X' },
-		{ "no-prefetch", no_argument, NULL, 'n' },
 		{ "threads", required_argument, NULL, 'T' },
 		{ "hung-ms", required_argument, NULL, 'G' },
-		{ "log-level", required_argument, NULL, 'l' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
 	struct snap_fs_opts o = { 0 };
+	struct cli_common co = { .groups = SERVE_OPTS, .reg = &o.reg, .cache_max = &o.cache_max,
+				 .prefetch = &o.prefetch };
 	const char *sock = NULL;
 	char sockbuf[128], holder[128], hlog[128], root[PATH_MAX];
 	bool use_holder = true, cleanup = false;
 	struct snap_fs *fs = NULL;
 	struct snap_serve *srv = NULL;
 	sigset_t set;
+	unsigned num;
 	int c, ret, sig = 0;
 
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "h", lopts, NULL)) != -1) {
+	cli_opts_begin(&co, "serve", lopts, argv);
+	while ((c = getopt_long(argc, argv, "h", co.lopts, NULL)) != -1) {
 		switch (c) {
 		case 'R': o.root = optarg; break;
 		case 'S': sock = optarg; break;
 		case 'H': use_holder = false; break;
 		case 'c': cleanup = true; break;
-		case 'I': o.reg.insecure = true; break;
-		case 'a': o.reg.ca_file = optarg; break;
-		case 'u': o.reg.auth_file = optarg; break;
-		case 'm':
-			if (o.reg.nmirrors >= REG_MAX_MIRRORS) {
-				fprintf(stderr, "lazyimg serve: at most %d --mirror\n", REG_MAX_MIRRORS);
+		case 'T':
+			if (cli_parse_uint(co.prog, "threads", optarg, CLI_MAX_THREADS, &num))
 				return 2;
-			}
-			o.reg.mirrors[o.reg.nmirrors++] = optarg;
+			o.threads = (int)num;
 			break;
-		case 't': o.reg.timeout_s = atoi(optarg); break;
-		case 'r': o.reg.retries = atoi(optarg) ? atoi(optarg) : -1; break;
-		case 'M':
-			if (cli_parse_size(optarg, &o.cache_max)) {
-				fprintf(stderr, "lazyimg serve: --cache-max-size '%s' is not a size\n", optarg);
+		case 'G':
+			if (cli_parse_uint(co.prog, "hung-ms", optarg, SERVE_MAX_HUNG_MS, &num))
 				return 2;
-			}
-			break;
-		case 'X': o.prefetch = SNAP_PREFETCH_ALL; break;
-		case 'n': o.prefetch = SNAP_PREFETCH_NONE; break;
-		case 'T': o.threads = atoi(optarg); break;
-		case 'G': o.hung_ms = atoi(optarg); break;
-		case 'l':
-			if (cli_log_level(optarg) < 0) {
-				fprintf(stderr, "lazyimg serve: --log-level: unknown level '%s'\n", optarg);
-				return 2;
-			}
-			lz_log_level = cli_log_level(optarg);
+			o.hung_ms = (int)num;
 			break;
 		case 'h': serve_usage(stdout); return 0;
-		default: serve_usage(stderr); return 2;
+		default:
+			if (cli_opts_parse(&co, c, optarg))
+				return 2;
+			break;
 		}
 	}
 	if (!o.root || optind != argc) {
@@ -277,13 +250,13 @@ int cmd_serve(int argc, char **argv)
 
 int cmd_fdholder(int argc, char **argv)
 {
-	if (argc != 2 || argv[1][0] == '-') {
-		fprintf(argc == 2 ? stdout : stderr,
-			"usage: lazyimg fdholder SOCKET\n\n"
-			"Internal: keep the /dev/fuse fds of `lazyimg serve` alive across its restarts.\n"
-			"Started by `lazyimg serve`; exits once it holds nothing and nobody is connected.\n");
-		return argc == 2 ? 0 : 2;
-	}
+	int ret = cli_plain_args("fdholder", argc, argv, 1,
+				 "usage: lazyimg fdholder SOCKET\n\n"
+				 "Internal: keep the /dev/fuse fds of `lazyimg serve` alive across its restarts.\n"
+				 "Started by `lazyimg serve`; exits once it holds nothing and nobody is connected.\n");
+
+	if (ret >= 0)
+		return ret;
 	return snap_fdholder_main(argv[1]);
 }
 
@@ -358,14 +331,13 @@ static int client_mount(const char *sock, int argc, char **argv)
 	char *body = NULL;
 	const char *id;
 	json_object *o = NULL, *req;
-	int ret;
+	int ret = cli_plain_args("mount", argc, argv, 2,
+				 "usage: lazyimg mount --server SOCK REF ID|MOUNTPOINT\n"
+				 "  mounts REF on the server as snapshot ID (a MOUNTPOINT's last component\n"
+				 "  is taken as the id); prints where the server mounted it\n");
 
-	if (argc != 3) {
-		fprintf(stderr, "usage: lazyimg mount --server SOCK REF ID|MOUNTPOINT\n"
-				"  mounts REF on the server as snapshot ID (a MOUNTPOINT's last component\n"
-				"  is taken as the id); prints where the server mounted it\n");
-		return 2;
-	}
+	if (ret >= 0)
+		return ret;
 	id = strrchr(argv[2], '/') ? strrchr(argv[2], '/') + 1 : argv[2];
 	req = json_object_new_object();
 	json_object_object_add(req, "id", json_object_new_string(id));
@@ -385,9 +357,15 @@ static int client_by_id(const char *cmd, const char *sock, int argc, char **argv
 {
 	char path[512], *raw = NULL;
 	bool stats = !strcmp(cmd, "stats");
+	char usage[64];
+	int ret;
 
-	if (argc != 2 || !snap_fs_id_valid(argv[1])) {
-		fprintf(stderr, "usage: lazyimg %s --server SOCK ID\n", cmd);
+	snprintf(usage, sizeof(usage), "usage: lazyimg %s --server SOCK ID\n", cmd);
+	ret = cli_plain_args(cmd, argc, argv, 1, usage);
+	if (ret >= 0)
+		return ret;
+	if (!snap_fs_id_valid(argv[1])) {
+		fprintf(stderr, "lazyimg %s: '%s' is not a mount id\n%s", cmd, argv[1], usage);
 		return 2;
 	}
 	snprintf(path, sizeof(path), "/api/v1/mounts/%s%s", argv[1], stats ? "/stats" : "");
@@ -425,6 +403,13 @@ int cmd_list(int argc, char **argv)
 		printf("usage: lazyimg list --server SOCK [--json]\n\nList the mounts of a running `lazyimg serve`.\n");
 		return 0;
 	}
+	for (int i = 1; i < argc; i++) {
+		if (argv[i][0] == '-' && strcmp(argv[i], "--json")) {
+			fprintf(stderr, "lazyimg list: unrecognized option '%s'\n"
+					"Run 'lazyimg list --help' for its options.\n", argv[i]);
+			return 2;
+		}
+	}
 	if (!sock || (argc != 1 && !json)) {
 		fprintf(stderr, "usage: lazyimg list --server SOCK [--json]\n");
 		return 2;
@@ -450,17 +435,17 @@ int cmd_list(int argc, char **argv)
 
 int cmd_usage(int argc, char **argv)
 {
+	static const char usage[] = "usage: lazyimg usage --server SOCK sha256:<64 hex>\n\n"
+				    "Bytes the server's blob cache uses on disk for that blob (allocated blocks).\n";
 	const char *sock = take_server(&argc, argv);
 	json_object *o = NULL, *b;
 	char path[256];
+	int ret = cli_plain_args("usage", argc, argv, 1, usage);
 
-	if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
-		printf("usage: lazyimg usage --server SOCK sha256:<64 hex>\n\n"
-		       "Bytes the server's blob cache uses on disk for that blob (allocated blocks).\n");
-		return 0;
-	}
-	if (!sock || argc != 2 || strlen(argv[1]) > 128) {
-		fprintf(stderr, "usage: lazyimg usage --server SOCK sha256:<64 hex>\n");
+	if (ret >= 0)
+		return ret;
+	if (!sock || strlen(argv[1]) > 128) {
+		fputs(usage, stderr);
 		return 2;
 	}
 	snprintf(path, sizeof(path), "/api/v1/usage?digest=%s", argv[1]);

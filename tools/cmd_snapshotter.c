@@ -12,6 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#define SNAPSHOTTER_OPTS (CLI_OPT_TLS | CLI_OPT_REGISTRY | CLI_OPT_CACHE | CLI_OPT_PREFETCH | CLI_OPT_LOG)
+
 static void snapshotter_usage(FILE *out)
 {
 	fputs("usage: lazyimg snapshotter --root DIR --address SOCK [options]\n"
@@ -29,20 +31,15 @@ static void snapshotter_usage(FILE *out)
 	      "\n"
 	      "  --root DIR             snapshots, metadata, lazy mounts and blob cache\n"
 	      "  --address SOCK         unix socket to serve gRPC on\n"
-	      "  --insecure             plain HTTP registry, no TLS verification\n"
-	      "  --ca-file FILE         CA bundle to verify the registry with\n"
-	      "  --auth-file FILE       docker config.json with credentials\n"
-	      "  --mirror URL           try this mirror/proxy first (repeatable, in order)\n"
-	      "  --cache-max-size BYTES evict least recently used blobs above this (K/M/G)\n"
-	      "  --no-prefetch          ignore images' prefetch tables\n"
 	      "  --no-remote            never mount lazily: every layer is pulled in full\n"
 	      "  --fd-holder SOCK       park the lazy mounts' /dev/fuse fds in a running\n"
 	      "                         `lazyimg fdholder SOCK`: after a restart or a crash\n"
 	      "                         of the snapshotter the mounts (and containers on\n"
 	      "                         them) keep working; without it they are remounted\n"
 	      "  --threads N            FUSE worker threads shared by the lazy mounts\n"
-	      "  --log-level LEVEL      error, warn (default), info or debug\n"
-	      "  -h, --help             this text\n", out);
+	      "  -h, --help             this text\n"
+	      "registry, cache and logging:\n", out);
+	cli_opts_help(out, SNAPSHOTTER_OPTS, 25);
 }
 
 int cmd_snapshotter(int argc, char **argv)
@@ -50,60 +47,39 @@ int cmd_snapshotter(int argc, char **argv)
 	static const struct option lopts[] = {
 		{ "root", required_argument, NULL, 'R' },
 		{ "address", required_argument, NULL, 'a' },
-		{ "insecure", no_argument, NULL, 'I' },
-		{ "ca-file", required_argument, NULL, 'c' },
-		{ "auth-file", required_argument, NULL, 'u' },
-		{ "mirror", required_argument, NULL, 'm' },
-		{ "cache-max-size", required_argument, NULL, 'M' },
-		{ "no-prefetch", no_argument, NULL, 'n' },
 		{ "no-remote", no_argument, NULL, 'N' },
 		{ "fd-holder", required_argument, NULL, 'H' },
 		{ "threads", required_argument, NULL, 'T' },
-		{ "log-level", required_argument, NULL, 'l' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
 	struct snap_grpc_opts o = { 0 };
+	struct cli_common co = { .groups = SNAPSHOTTER_OPTS, .reg = &o.fs.reg, .cache_max = &o.fs.cache_max,
+				 .prefetch = &o.fs.prefetch };
 	struct snap_grpc *g = NULL;
 	char root[PATH_MAX], addr[PATH_MAX];
 	const char *root_arg = NULL, *addr_arg = NULL;
 	sigset_t set;
+	unsigned num;
 	int c, sig, ret;
 
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "h", lopts, NULL)) != -1) {
+	cli_opts_begin(&co, "snapshotter", lopts, argv);
+	while ((c = getopt_long(argc, argv, "h", co.lopts, NULL)) != -1) {
 		switch (c) {
 		case 'R': root_arg = optarg; break;
 		case 'a': addr_arg = optarg; break;
-		case 'I': o.fs.reg.insecure = true; break;
-		case 'c': o.fs.reg.ca_file = optarg; break;
-		case 'u': o.fs.reg.auth_file = optarg; break;
-		case 'm':
-			if (o.fs.reg.nmirrors >= REG_MAX_MIRRORS) {
-				fprintf(stderr, "lazyimg snapshotter: at most %d --mirror\n", REG_MAX_MIRRORS);
-				return 2;
-			}
-			o.fs.reg.mirrors[o.fs.reg.nmirrors++] = optarg;
-			break;
-		case 'M':
-			if (cli_parse_size(optarg, &o.fs.cache_max)) {
-				fprintf(stderr, "lazyimg snapshotter: --cache-max-size '%s' is not a size\n", optarg);
-				return 2;
-			}
-			break;
-		case 'n': o.fs.prefetch = SNAP_PREFETCH_NONE; break;
 		case 'N': o.no_remote = true; break;
 		case 'H': o.fs.fd_holder = optarg; break;
-		case 'T': o.fs.threads = atoi(optarg); break;
-		case 'l':
-			if (cli_log_level(optarg) < 0) {
-				fprintf(stderr, "lazyimg snapshotter: --log-level: unknown level '%s'\n", optarg);
+		case 'T':
+			if (cli_parse_uint(co.prog, "threads", optarg, CLI_MAX_THREADS, &num))
 				return 2;
-			}
-			lz_log_level = cli_log_level(optarg);
+			o.fs.threads = (int)num;
 			break;
 		case 'h': snapshotter_usage(stdout); return 0;
-		default: snapshotter_usage(stderr); return 2;
+		default:
+			if (cli_opts_parse(&co, c, optarg))
+				return 2;
+			break;
 		}
 	}
 	if (optind != argc || !root_arg || !addr_arg) {
