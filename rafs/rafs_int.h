@@ -142,4 +142,37 @@ int rafs_blob_id_ok(const char *id, size_t len);
 uint64_t rafs_decode_rdev(uint32_t dev);
 int rafs_flags_compressor(uint64_t flags);
 
+/* imgops.c: shared by the v5 and v6 image_ops */
+static inline int rafs_name_cmp(const char *a, size_t alen, const char *b, size_t blen)
+{
+	int c = memcmp(a, b, LZ_MIN(alen, blen));
+
+	if (c)
+		return c;
+	return alen < blen ? -1 : alen > blen;
+}
+/* a->mode set first: owner (the image's unless it records them), rdev, mtime */
+void rafs_attr_fill(const struct rafs *fs, struct img_attr *a, uint32_t uid, uint32_t gid, uint32_t rdev,
+		    int64_t mtime, uint32_t mtime_nsec);
+/* One xattr as a walk hands it out: name = prefix + suffix (v5: prefix ""). */
+typedef int (*rafs_xattr_fn)(void *arg, const char *prefix, const char *suffix, size_t slen,
+			     const uint8_t *val, size_t vlen);
+struct rafs_xctx {
+	char *buf;          /* listxattr: names out; size 0 asks for the size */
+	size_t size, used;
+	const char *want;   /* getxattr: the name, value into vbuf */
+	void *vbuf;
+	ssize_t found;      /* start at -ENODATA */
+};
+int rafs_xlist_fn(void *arg, const char *prefix, const char *suffix, size_t slen, const uint8_t *val,
+		  size_t vlen);
+/* 1 when found (stops the walk) */
+int rafs_xget_fn(void *arg, const char *prefix, const char *suffix, size_t slen, const uint8_t *val,
+		 size_t vlen);
+/* fn for chunks 0..file->nchunks of a file, fetched through file->fn */
+int rafs_each_chunk(struct rafs *fs, const struct rafs_next *file, img_chunk_fn fn, void *arg);
+/* blocks: the bootstrap's own, to which the blobs' are added */
+void rafs_statfs_fill(const struct rafs *fs, struct img_statfs *st, uint64_t blocks, uint64_t files);
+void rafs_img_close(struct image *img);
+
 #endif

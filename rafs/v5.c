@@ -169,16 +169,7 @@ static void v5_attr(const struct rafs *fs, const struct v5_ino *in, struct img_a
 	a->nlink = in->nlink;
 	a->size = in->size;
 	a->blocks = S_ISREG(in->mode) ? LZ_DIV_ROUND_UP(in->size, 512) : in->blocks;
-	if (fs->flags & RAFS_SF_EXPLICIT_UID) {
-		a->uid = in->uid;
-		a->gid = in->gid;
-	} else {
-		a->uid = fs->uid;
-		a->gid = fs->gid;
-	}
-	a->rdev = (S_ISCHR(in->mode) || S_ISBLK(in->mode)) ? rafs_decode_rdev(in->rdev) : 0;
-	a->mtime = (int64_t)in->mtime;
-	a->mtime_nsec = in->mtime_nsec < 1000000000u ? in->mtime_nsec : 0;
+	rafs_attr_fill(fs, a, in->uid, in->gid, in->rdev, (int64_t)in->mtime, in->mtime_nsec);
 }
 
 static int v5_getattr(struct image *img, uint64_t ino, struct img_attr *a)
@@ -192,15 +183,6 @@ static int v5_getattr(struct image *img, uint64_t ino, struct img_attr *a)
 		return ret;
 	v5_attr(fs, &in, a);
 	return 0;
-}
-
-static int name_cmp(const char *a, size_t alen, const char *b, size_t blen)
-{
-	int c = memcmp(a, b, LZ_MIN(alen, blen));
-
-	if (c)
-		return c;
-	return alen < blen ? -1 : alen > blen;
 }
 
 /* Load a child and resolve hard links to the record that owns the inode. */
@@ -234,6 +216,19 @@ static int v5_load_child(const struct rafs *fs, const struct v5_ino *dir, uint64
 	return 0;
 }
 
+/* A directory by table index; a directory is never a hard link, so its own record. */
+static int v5_dir(const struct rafs *fs, uint64_t dir, struct v5_ino *d)
+{
+	int ret;
+
+	if (dir < 1 || dir > fs->v5_itable_entries)
+		return -ENOENT;
+	ret = v5_load(fs, dir, d);
+	if (ret)
+		return ret;
+	return S_ISDIR(d->mode) ? 0 : -ENOTDIR;
+}
+
 static int v5_lookup(struct image *img, uint64_t dir, const char *name, size_t len,
 		     struct img_attr *a)
 {
@@ -242,13 +237,9 @@ static int v5_lookup(struct image *img, uint64_t dir, const char *name, size_t l
 	uint64_t lo, hi;
 	int ret;
 
-	if (dir < 1 || dir > fs->v5_itable_entries)
-		return -ENOENT;
-	ret = v5_load(fs, dir, &d);
+	ret = v5_dir(fs, dir, &d);
 	if (ret)
 		return ret;
-	if (!S_ISDIR(d.mode))
-		return -ENOTDIR;
 	if (len == 0 || len > IMG_NAME_MAX)
 		return len ? -ENAMETOOLONG : -ENOENT;
 	lo = d.child_index;
@@ -260,7 +251,7 @@ static int v5_lookup(struct image *img, uint64_t dir, const char *name, size_t l
 		ret = v5_load_child(fs, &d, mid, &c);
 		if (ret)
 			return ret;
-		c2 = name_cmp(name, len, c.name, c.name_len);
+		c2 = rafs_name_cmp(name, len, c.name, c.name_len);
 		if (c2 == 0) {
 			if (c.ino != mid) {
 				struct v5_ino t;
@@ -290,13 +281,9 @@ static int v5_readdir(struct image *img, uint64_t dir, uint64_t off, img_filldir
 	struct v5_ino d, c;
 	int ret;
 
-	if (dir < 1 || dir > fs->v5_itable_entries)
-		return -ENOENT;
-	ret = v5_load(fs, dir, &d);
+	ret = v5_dir(fs, dir, &d);
 	if (ret)
 		return ret;
-	if (!S_ISDIR(d.mode))
-		return -ENOTDIR;
 	for (; off < 2 + (uint64_t)d.child_count; off++) {
 		if (off < 2) {
 			de.name = off ? ".." : ".";
@@ -338,9 +325,7 @@ static ssize_t v5_readlink(struct image *img, uint64_t ino, char *buf, size_t si
  * Walk the v5 xattr pairs: u32 pair_size, name, NUL, value. Calls fn for each;
  * a non-zero return from fn stops the walk and is returned.
  */
-typedef int (*xattr_fn)(void *arg, const char *name, size_t nlen, const uint8_t *val, size_t vlen);
-
-static int v5_xattr_walk(const struct v5_ino *in, xattr_fn fn, void *arg)
+static int v5_xattr_walk(const struct v5_ino *in, rafs_xattr_fn fn, void *arg)
 {
 	uint64_t p = 0;
 
@@ -359,7 +344,7 @@ static int v5_xattr_walk(const struct v5_ino *in, xattr_fn fn, void *arg)
 		nul = memchr(pair, 0, sz);
 		if (!nul || nul == pair || nul - pair > 255)
 			goto bad;
-		ret = fn(arg, (const char *)pair, (size_t)(nul - pair), nul + 1,
+		ret = fn(arg, "", (const char *)pair, (size_t)(nul - pair), nul + 1,
 			 sz - (size_t)(nul - pair) - 1);
 		if (ret)
 			return ret;
@@ -371,67 +356,31 @@ bad:
 	return -EFSCORRUPTED;
 }
 
-struct xlist {
-	char *buf;
-	size_t size, used;
-	const char *want;
-	void *vbuf;
-	ssize_t found;
-};
-
-static int xlist_fn(void *arg, const char *name, size_t nlen, const uint8_t *val, size_t vlen)
-{
-	struct xlist *x = arg;
-
-	if (x->size) {
-		if (x->used + nlen + 1 > x->size)
-			return -ERANGE;
-		memcpy(x->buf + x->used, name, nlen);
-		x->buf[x->used + nlen] = 0;
-	}
-	x->used += nlen + 1;
-	return 0;
-}
-
-static int xget_fn(void *arg, const char *name, size_t nlen, const uint8_t *val, size_t vlen)
-{
-	struct xlist *x = arg;
-
-	if (strlen(x->want) != nlen || memcmp(x->want, name, nlen))
-		return 0;
-	if (x->size && vlen > x->size)
-		return -ERANGE;
-	if (x->size)
-		memcpy(x->vbuf, val, vlen);
-	x->found = (ssize_t)vlen;
-	return 1;
-}
-
 static ssize_t v5_listxattr(struct image *img, uint64_t ino, char *buf, size_t size)
 {
 	struct rafs *fs = rafs_from_img(img);
-	struct xlist x = { .buf = buf, .size = size };
+	struct rafs_xctx x = { .buf = buf, .size = size };
 	struct v5_ino in;
 	int ret;
 
 	ret = v5_load_ino(fs, ino, &in);
 	if (ret)
 		return ret;
-	ret = v5_xattr_walk(&in, xlist_fn, &x);
+	ret = v5_xattr_walk(&in, rafs_xlist_fn, &x);
 	return ret ? ret : (ssize_t)x.used;
 }
 
 static ssize_t v5_getxattr(struct image *img, uint64_t ino, const char *name, void *buf, size_t size)
 {
 	struct rafs *fs = rafs_from_img(img);
-	struct xlist x = { .want = name, .vbuf = buf, .size = size, .found = -ENODATA };
+	struct rafs_xctx x = { .want = name, .vbuf = buf, .size = size, .found = -ENODATA };
 	struct v5_ino in;
 	int ret;
 
 	ret = v5_load_ino(fs, ino, &in);
 	if (ret)
 		return ret;
-	ret = v5_xattr_walk(&in, xget_fn, &x);
+	ret = v5_xattr_walk(&in, rafs_xget_fn, &x);
 	return ret < 0 ? ret : x.found;
 }
 
@@ -542,8 +491,8 @@ static ssize_t v5_read(struct image *img, uint64_t ino, void *buf, size_t size, 
 static int v5_chunks(struct image *img, uint64_t ino, img_chunk_fn fn, void *arg)
 {
 	struct rafs *fs = rafs_from_img(img);
-	struct img_chunk c;
 	struct v5_ino in;
+	struct rafs_next file = { .fn = v5_next_chunk, .arg = &in };
 	int ret;
 
 	ret = v5_load_ino(fs, ino, &in);
@@ -551,32 +500,15 @@ static int v5_chunks(struct image *img, uint64_t ino, img_chunk_fn fn, void *arg
 		return ret;
 	if (!S_ISREG(in.mode))
 		return 0;
-	for (uint32_t k = 0; k < in.child_count; k++) {
-		ret = v5_chunk_at(fs, &in, k, &c);
-		if (ret)
-			return ret;
-		ret = fn(arg, &c);
-		if (ret)
-			return ret;
-	}
-	return 0;
+	file.nchunks = in.child_count;
+	return rafs_each_chunk(fs, &file, fn, arg);
 }
 
 static void v5_statfs(struct image *img, struct img_statfs *st)
 {
 	struct rafs *fs = rafs_from_img(img);
-	uint64_t blocks = 0;
 
-	for (uint32_t i = 0; i < fs->nblobs; i++)
-		blocks += LZ_DIV_ROUND_UP(fs->blobs[i].usize, 4096);
-	st->bsize = 4096;
-	st->blocks = blocks;
-	st->files = fs->v5_inodes_count;
-}
-
-static void v5_close(struct image *img)
-{
-	rafs_close(rafs_from_img(img));
+	rafs_statfs_fill(fs, st, 0, fs->v5_inodes_count);
 }
 
 const struct image_ops rafs_v5_ops = {
@@ -589,7 +521,7 @@ const struct image_ops rafs_v5_ops = {
 	.read = v5_read,
 	.chunks = v5_chunks,
 	.statfs = v5_statfs,
-	.close = v5_close,
+	.close = rafs_img_close,
 };
 
 static int check_table(const struct rafs *fs, const char *what, uint64_t off, uint64_t size)

@@ -152,16 +152,7 @@ static void v6_attr(const struct rafs *fs, const struct v6_ino *in, struct img_a
 	a->nlink = in->nlink;
 	a->size = in->size;
 	a->blocks = LZ_DIV_ROUND_UP(in->size, 512);
-	if (fs->flags & RAFS_SF_EXPLICIT_UID) {
-		a->uid = in->uid;
-		a->gid = in->gid;
-	} else {
-		a->uid = fs->uid;
-		a->gid = fs->gid;
-	}
-	a->rdev = (S_ISCHR(in->mode) || S_ISBLK(in->mode)) ? rafs_decode_rdev(in->u) : 0;
-	a->mtime = in->mtime;
-	a->mtime_nsec = in->mtime_nsec < 1000000000u ? in->mtime_nsec : 0;
+	rafs_attr_fill(fs, a, in->uid, in->gid, in->u, in->mtime, in->mtime_nsec);
 }
 
 static int v6_getattr(struct image *img, uint64_t ino, struct img_attr *a)
@@ -272,15 +263,6 @@ static int v6_check_ftype(const struct rafs *fs, const struct v6_ino *dir, const
 	return -EFSCORRUPTED;
 }
 
-static int name_cmp(const char *a, size_t alen, const char *b, size_t blen)
-{
-	int c = memcmp(a, b, LZ_MIN(alen, blen));
-
-	if (c)
-		return c;
-	return alen < blen ? -1 : alen > blen;
-}
-
 static int v6_dir(const struct rafs *fs, uint64_t ino, struct v6_ino *d)
 {
 	int ret = v6_load_ino(fs, ino, d);
@@ -318,14 +300,14 @@ static int v6_lookup(struct image *img, uint64_t dir, const char *name, size_t l
 		ret = v6_dent(&d, &b, 0, &n, &nl, &nid, &ft);
 		if (ret)
 			return ret;
-		if (name_cmp(name, len, n, nl) < 0) {
+		if (rafs_name_cmp(name, len, n, nl) < 0) {
 			hi = mid;
 			continue;
 		}
 		ret = v6_dent(&d, &b, b.n - 1, &n, &nl, &nid, &ft);
 		if (ret)
 			return ret;
-		if (name_cmp(name, len, n, nl) > 0) {
+		if (rafs_name_cmp(name, len, n, nl) > 0) {
 			lo = mid + 1;
 			continue;
 		}
@@ -338,7 +320,7 @@ static int v6_lookup(struct image *img, uint64_t dir, const char *name, size_t l
 			ret = v6_dent(&d, &b, emid, &n, &nl, &nid, &ft);
 			if (ret)
 				return ret;
-			cmp = name_cmp(name, len, n, nl);
+			cmp = rafs_name_cmp(name, len, n, nl);
 			if (cmp == 0) {
 				ret = v6_load(fs, nid, &c);
 				if (ret)
@@ -435,10 +417,7 @@ static const char *const v6_xprefix[] = {
 	[4] = "trusted.", [6] = "security.",
 };
 
-typedef int (*v6_xattr_fn)(void *arg, const char *prefix, const char *suffix, size_t slen,
-			   const uint8_t *val, size_t vlen);
-
-static int v6_xattr_walk(const struct rafs *fs, const struct v6_ino *in, v6_xattr_fn fn, void *arg)
+static int v6_xattr_walk(const struct rafs *fs, const struct v6_ino *in, rafs_xattr_fn fn, void *arg)
 {
 	const uint8_t *x = fs->base + in->off + in->isz;
 	uint32_t p;
@@ -469,70 +448,29 @@ static int v6_xattr_walk(const struct rafs *fs, const struct v6_ino *in, v6_xatt
 	return 0;
 }
 
-struct v6_xctx {
-	char *buf;
-	size_t size, used;
-	const char *want;
-	void *vbuf;
-	ssize_t found;
-};
-
-static int v6_xlist_fn(void *arg, const char *prefix, const char *suffix, size_t slen,
-		       const uint8_t *val, size_t vlen)
-{
-	struct v6_xctx *x = arg;
-	size_t pl = strlen(prefix);
-
-	if (x->size) {
-		if (x->used + pl + slen + 1 > x->size)
-			return -ERANGE;
-		memcpy(x->buf + x->used, prefix, pl);
-		memcpy(x->buf + x->used + pl, suffix, slen);
-		x->buf[x->used + pl + slen] = 0;
-	}
-	x->used += pl + slen + 1;
-	return 0;
-}
-
-static int v6_xget_fn(void *arg, const char *prefix, const char *suffix, size_t slen,
-		      const uint8_t *val, size_t vlen)
-{
-	struct v6_xctx *x = arg;
-	size_t pl = strlen(prefix), wl = strlen(x->want);
-
-	if (wl != pl + slen || memcmp(x->want, prefix, pl) || memcmp(x->want + pl, suffix, slen))
-		return 0;
-	if (x->size && vlen > x->size)
-		return -ERANGE;
-	if (x->size)
-		memcpy(x->vbuf, val, vlen);
-	x->found = (ssize_t)vlen;
-	return 1;
-}
-
 static ssize_t v6_listxattr(struct image *img, uint64_t ino, char *buf, size_t size)
 {
 	struct rafs *fs = rafs_from_img(img);
-	struct v6_xctx x = { .buf = buf, .size = size };
+	struct rafs_xctx x = { .buf = buf, .size = size };
 	struct v6_ino in;
 	int ret = v6_load_ino(fs, ino, &in);
 
 	if (ret)
 		return ret;
-	ret = v6_xattr_walk(fs, &in, v6_xlist_fn, &x);
+	ret = v6_xattr_walk(fs, &in, rafs_xlist_fn, &x);
 	return ret ? ret : (ssize_t)x.used;
 }
 
 static ssize_t v6_getxattr(struct image *img, uint64_t ino, const char *name, void *buf, size_t size)
 {
 	struct rafs *fs = rafs_from_img(img);
-	struct v6_xctx x = { .want = name, .vbuf = buf, .size = size, .found = -ENODATA };
+	struct rafs_xctx x = { .want = name, .vbuf = buf, .size = size, .found = -ENODATA };
 	struct v6_ino in;
 	int ret = v6_load_ino(fs, ino, &in);
 
 	if (ret)
 		return ret;
-	ret = v6_xattr_walk(fs, &in, v6_xget_fn, &x);
+	ret = v6_xattr_walk(fs, &in, rafs_xget_fn, &x);
 	return ret < 0 ? ret : x.found;
 }
 
@@ -640,39 +578,21 @@ static ssize_t v6_read(struct image *img, uint64_t ino, void *buf, size_t size, 
 static int v6_chunks(struct image *img, uint64_t ino, img_chunk_fn fn, void *arg)
 {
 	struct rafs *fs = rafs_from_img(img);
-	struct img_chunk c;
 	struct v6_ino in;
-	uint64_t nchunks;
+	struct rafs_next file = { .fn = v6_next_chunk, .arg = &in };
 	int ret;
 
-	ret = v6_file(fs, ino, &in, &nchunks);
+	ret = v6_file(fs, ino, &in, &file.nchunks);
 	if (ret)
 		return ret == -EISDIR ? 0 : ret;
-	for (uint64_t k = 0; k < nchunks; k++) {
-		ret = v6_chunk_at(fs, &in, k, &c);
-		if (!ret)
-			ret = fn(arg, &c);
-		if (ret)
-			return ret;
-	}
-	return 0;
+	return rafs_each_chunk(fs, &file, fn, arg);
 }
 
 static void v6_statfs(struct image *img, struct img_statfs *st)
 {
 	struct rafs *fs = rafs_from_img(img);
-	uint64_t blocks = LZ_DIV_ROUND_UP(fs->len, 4096);
 
-	for (uint32_t i = 0; i < fs->nblobs; i++)
-		blocks += LZ_DIV_ROUND_UP(fs->blobs[i].usize, 4096);
-	st->bsize = 4096;
-	st->blocks = blocks;
-	st->files = fs->v6_inos;
-}
-
-static void v6_close(struct image *img)
-{
-	rafs_close(rafs_from_img(img));
+	rafs_statfs_fill(fs, st, LZ_DIV_ROUND_UP(fs->len, 4096), fs->v6_inos);
 }
 
 const struct image_ops rafs_v6_ops = {
@@ -685,7 +605,7 @@ const struct image_ops rafs_v6_ops = {
 	.read = v6_read,
 	.chunks = v6_chunks,
 	.statfs = v6_statfs,
-	.close = v6_close,
+	.close = rafs_img_close,
 };
 
 static int bits_set(uint64_t v)
