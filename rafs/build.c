@@ -342,7 +342,12 @@ static uint32_t dg_hash(const uint8_t *d)
 	return lz_get_le32(d);
 }
 
-static int dedup_grow(struct builder *b)
+static uint32_t chunk_dg_hash(const struct bchunk *c)
+{
+	return dg_hash(c->digest);
+}
+
+int builder_dedup_grow(struct builder *b, uint32_t (*key)(const struct bchunk *c))
 {
 	uint32_t nc = b->dcap ? b->dcap * 2 : 4096;
 	uint32_t *nd = lz_calloc(nc, sizeof(*nd));
@@ -354,7 +359,7 @@ static int dedup_grow(struct builder *b)
 
 		if (!v)
 			continue;
-		for (h = dg_hash(b->chunks[v - 1].digest) & (nc - 1); nd[h]; h = (h + 1) & (nc - 1))
+		for (h = key(&b->chunks[v - 1]) & (nc - 1); nd[h]; h = (h + 1) & (nc - 1))
 			;
 		nd[h] = v;
 	}
@@ -362,6 +367,24 @@ static int dedup_grow(struct builder *b)
 	b->dedup = nd;
 	b->dcap = nc;
 	return 0;
+}
+
+struct bchunk *builder_chunk_slot(struct builder *b)
+{
+	struct bchunk *c;
+
+	if (b->nchunks == b->ccap) {
+		uint32_t nc = b->ccap ? b->ccap * 2 : 1024;
+		struct bchunk *n = lz_realloc(b->chunks, nc * sizeof(*n));
+
+		if (!n)
+			return NULL;
+		b->chunks = n;
+		b->ccap = nc;
+	}
+	c = &b->chunks[b->nchunks];
+	memset(c, 0, sizeof(*c));
+	return c;
 }
 
 /* Store one chunk of file data (or find its twin); returns the chunk id or an error. */
@@ -375,7 +398,7 @@ static int64_t add_chunk(struct builder *b, const uint8_t *data, uint32_t len)
 
 	lz_digest(b->o.digester, data, len, dg);
 	if (b->nchunks * 2 >= b->dcap) {
-		ret = dedup_grow(b);
+		ret = builder_dedup_grow(b, chunk_dg_hash);
 		if (ret)
 			return ret;
 	}
@@ -390,17 +413,9 @@ static int64_t add_chunk(struct builder *b, const uint8_t *data, uint32_t len)
 		lz_err("more than %u chunks in one blob", RAFS_MAX_CHUNKS_PER_BLOB);
 		return -EFBIG;
 	}
-	if (b->nchunks == b->ccap) {
-		uint32_t nc = b->ccap ? b->ccap * 2 : 1024;
-		struct bchunk *n = lz_realloc(b->chunks, nc * sizeof(*n));
-
-		if (!n)
-			return -ENOMEM;
-		b->chunks = n;
-		b->ccap = nc;
-	}
-	c = &b->chunks[b->nchunks];
-	memset(c, 0, sizeof(*c));
+	c = builder_chunk_slot(b);
+	if (!c)
+		return -ENOMEM;
 	memcpy(c->digest, dg, sizeof(dg));
 	c->usize = len;
 	c->blob = 0;

@@ -105,6 +105,10 @@ int bnode_add_kid(struct bnode *dir, struct bnode *kid);
 void bnode_remove_kid(struct bnode *dir, struct bnode *kid);
 void bnode_sort(struct bnode *n);
 void builder_free(struct builder *b);
+/* Double the chunk dedup table (4096 slots at first), rehashing by key. */
+int builder_dedup_grow(struct builder *b, uint32_t (*key)(const struct bchunk *c));
+/* The next chunk entry, b->chunks[b->nchunks], zeroed; the caller counts it. NULL: no memory. */
+struct bchunk *builder_chunk_slot(struct builder *b);
 struct bdata *rafs_bdata_new(void);
 int builder_bury(struct builder *b, struct bnode *n);
 int bx_add(struct bnode *n, const char *name, const void *val, size_t len);

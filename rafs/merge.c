@@ -82,6 +82,16 @@ static int apply_whiteout(struct layer *L, const char *path)
 	return 0;
 }
 
+static uint32_t blob_index_hash(uint32_t blob, uint32_t index)
+{
+	return blob * 2654435761u ^ index;
+}
+
+static uint32_t chunk_key(const struct bchunk *c)
+{
+	return blob_index_hash(c->blob, c->index);
+}
+
 static int64_t import_chunk(struct layer *L, const struct img_chunk *c)
 {
 	struct builder *b = L->b;
@@ -90,49 +100,27 @@ static int64_t import_chunk(struct layer *L, const struct img_chunk *c)
 
 	/* chunks are few per blob relative to entries; a linear probe table keyed on (blob, index) */
 	if (b->nchunks * 2 >= b->dcap) {
-		uint32_t nc = b->dcap ? b->dcap * 2 : 4096;
-		uint32_t *nd = lz_calloc(nc, sizeof(*nd));
+		int ret = builder_dedup_grow(b, chunk_key);
 
-		if (!nd)
-			return -ENOMEM;
-		for (uint32_t i = 0; i < b->dcap; i++) {
-			uint32_t v = b->dedup[i], h;
-
-			if (!v)
-				continue;
-			h = (b->chunks[v - 1].blob * 2654435761u ^ b->chunks[v - 1].index) & (nc - 1);
-			while (nd[h])
-				h = (h + 1) & (nc - 1);
-			nd[h] = v;
-		}
-		free(b->dedup);
-		b->dedup = nd;
-		b->dcap = nc;
+		if (ret)
+			return ret;
 	}
 	{
-		uint32_t h = (blob * 2654435761u ^ c->index) & (b->dcap - 1);
+		uint32_t h = blob_index_hash(blob, c->index) & (b->dcap - 1);
 
 		for (; b->dedup[h]; h = (h + 1) & (b->dcap - 1)) {
 			n = &b->chunks[b->dedup[h] - 1];
 			if (n->blob == blob && n->index == c->index)
 				return b->dedup[h] - 1;
 		}
-		if (b->nchunks == b->ccap) {
-			uint32_t nc = b->ccap ? b->ccap * 2 : 1024;
-			struct bchunk *nn = lz_realloc(b->chunks, nc * sizeof(*nn));
-
-			if (!nn)
-				return -ENOMEM;
-			b->chunks = nn;
-			b->ccap = nc;
-		}
+		n = builder_chunk_slot(b);
+		if (!n)
+			return -ENOMEM;
 		if (!c->digest) {
 			lz_err("layer %d: chunk %u of blob %u has no digest; cannot merge", L->index, c->index,
 			       c->blob_index);
 			return -EOPNOTSUPP;
 		}
-		n = &b->chunks[b->nchunks];
-		memset(n, 0, sizeof(*n));
 		memcpy(n->digest, c->digest, 32);
 		n->coff = c->compressed_offset;
 		n->uoff = c->uncompressed_offset;
@@ -179,6 +167,32 @@ static int acc_chunk(void *arg, const struct img_chunk *c)
 	return 0;
 }
 
+/* Hard links: the data an earlier link of inode ino got, or NULL. */
+static struct bdata *hl_find(const struct layer *L, uint64_t ino)
+{
+	for (size_t i = 0; i < L->nhl; i++)
+		if (L->hl_ino[i] == ino)
+			return L->hl_data[i];
+	return NULL;
+}
+
+static int hl_add(struct layer *L, uint64_t ino, struct bdata *d)
+{
+	uint64_t *ni = lz_realloc(L->hl_ino, (L->nhl + 1) * sizeof(*ni));
+	struct bdata **nd;
+
+	if (!ni)
+		return -ENOMEM;
+	L->hl_ino = ni;
+	nd = lz_realloc(L->hl_data, (L->nhl + 1) * sizeof(*nd));
+	if (!nd)
+		return -ENOMEM;
+	L->hl_data = nd;
+	ni[L->nhl] = ino;
+	nd[L->nhl++] = d;
+	return 0;
+}
+
 /* bdata is allocated through the builder's tracker in build.c */
 static int fill_node(struct layer *L, struct bnode *n, const struct img_attr *a)
 {
@@ -214,26 +228,14 @@ static int fill_node(struct layer *L, struct bnode *n, const struct img_attr *a)
 	if (ret)
 		return ret;
 	if (!S_ISDIR(a->mode) && !S_ISREG(a->mode) && a->nlink > 1) {
-		for (size_t i = 0; i < L->nhl; i++)
-			if (L->hl_ino[i] == a->ino)
-				n->data = L->hl_data[i];
+		n->data = hl_find(L, a->ino);
 		if (!n->data) {
-			uint64_t *ni;
-			struct bdata **nd;
-
 			n->data = rafs_bdata_new();
 			if (!n->data)
 				return -ENOMEM;
-			ni = lz_realloc(L->hl_ino, (L->nhl + 1) * sizeof(*ni));
-			if (!ni)
-				return -ENOMEM;
-			L->hl_ino = ni;
-			nd = lz_realloc(L->hl_data, (L->nhl + 1) * sizeof(*nd));
-			if (!nd)
-				return -ENOMEM;
-			L->hl_data = nd;
-			ni[L->nhl] = a->ino;
-			nd[L->nhl++] = n->data;
+			ret = hl_add(L, a->ino, n->data);
+			if (ret)
+				return ret;
 		}
 	}
 	if (S_ISLNK(a->mode)) {
@@ -248,13 +250,12 @@ static int fill_node(struct layer *L, struct bnode *n, const struct img_attr *a)
 			return -ENOMEM;
 	} else if (S_ISREG(a->mode)) {
 		struct chunk_acc acc = { .L = L };
+		struct bdata *twin = hl_find(L, a->ino);
 
 		n->size = a->size;
-		for (size_t i = 0; i < L->nhl; i++) {
-			if (L->hl_ino[i] == a->ino) {
-				n->data = L->hl_data[i];
-				return 0;
-			}
+		if (twin) {
+			n->data = twin;
+			return 0;
 		}
 		acc.d = rafs_bdata_new();
 		if (!acc.d)
@@ -263,20 +264,8 @@ static int fill_node(struct layer *L, struct bnode *n, const struct img_attr *a)
 		if (ret)
 			return ret;
 		n->data = acc.d;
-		if (a->nlink > 1) {
-			uint64_t *ni = lz_realloc(L->hl_ino, (L->nhl + 1) * sizeof(*ni));
-			struct bdata **nd;
-
-			if (!ni)
-				return -ENOMEM;
-			L->hl_ino = ni;
-			nd = lz_realloc(L->hl_data, (L->nhl + 1) * sizeof(*nd));
-			if (!nd)
-				return -ENOMEM;
-			L->hl_data = nd;
-			ni[L->nhl] = a->ino;
-			nd[L->nhl++] = acc.d;
-		}
+		if (a->nlink > 1)
+			return hl_add(L, a->ino, acc.d);
 	}
 	return 0;
 }

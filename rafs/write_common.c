@@ -54,3 +54,11 @@ uint32_t rafs_encode_rdev(uint32_t major, uint32_t minor)
 {
 	return (minor & 0xffu) | (major << 8) | ((minor & ~0xffu) << 12);
 }
+
+int rafs_bootstrap_alloc(uint64_t total, uint8_t **buf)
+{
+	if (total > RAFS_MAX_BOOTSTRAP)
+		return -EFBIG;
+	*buf = lz_calloc(1, (size_t)total);
+	return *buf ? 0 : -ENOMEM;
+}

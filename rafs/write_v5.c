@@ -139,15 +139,9 @@ int rafs_write_v5(struct builder *b, uint8_t **out, size_t *len)
 	total = rec_off;
 	for (uint64_t i = 1; i <= entries; i++)
 		total += rec_size(byidx[i], xattr_total(byidx[i]));
-	if (total > RAFS_MAX_BOOTSTRAP) {
-		ret = -EFBIG;
+	ret = rafs_bootstrap_alloc(total, &buf);
+	if (ret)
 		goto out;
-	}
-	buf = lz_calloc(1, (size_t)total);
-	if (!buf) {
-		ret = -ENOMEM;
-		goto out;
-	}
 	{
 		struct rafs_v5_super sb;
 

@@ -253,15 +253,9 @@ int rafs_write_v6(struct builder *b, uint8_t **out, size_t *len)
 	}
 	ct_off = LZ_ALIGN_UP(data_cur, (uint64_t)BS);
 	total = LZ_ALIGN_UP(ct_off + 80ull * b->nchunks, (uint64_t)BS);
-	if (total > RAFS_MAX_BOOTSTRAP) {
-		ret = -EFBIG;
+	ret = rafs_bootstrap_alloc(total, &buf);
+	if (ret)
 		goto out;
-	}
-	buf = lz_calloc(1, (size_t)total);
-	if (!buf) {
-		ret = -ENOMEM;
-		goto out;
-	}
 
 	/* superblocks */
 	{
