@@ -761,6 +761,22 @@ static void skip_value(struct ps *p, enum st back)
 	p->skip_depth = 0;
 }
 
+/* An object or array opens or closes inside a value being skipped. */
+static int skip_open(struct ps *p)
+{
+	if (++p->skip_depth > ES_MAX_JSON_DEPTH)
+		return pfail(p, "JSON nested deeper than %d levels", ES_MAX_JSON_DEPTH);
+	return 1;
+}
+
+static int skip_close(struct ps *p)
+{
+	p->skip_depth--;
+	if (p->skip_depth == 0)
+		p->state = p->ret_state;
+	return 1;
+}
+
 /* A scalar ended a value: where to go next. */
 static void value_done(struct ps *p)
 {
@@ -789,6 +805,14 @@ static const char *state_wants(enum st s)
 	}
 }
 
+/* A value of the wrong kind: what appears where the TOC needs something else. */
+static int wrong_kind(struct ps *p, const char *what)
+{
+	if (p->state == S_VALUE)
+		return pfail(p, "field \"%s\" is %s", p->key, what);
+	return pfail(p, "%s where the TOC needs %s", what, state_wants(p->state));
+}
+
 static int cb_null(void *ctx)
 {
 	struct ps *p = PS(ctx);
@@ -813,9 +837,7 @@ static int cb_bool(void *ctx, int v)
 		value_done(p);
 		return 1;
 	}
-	if (p->state == S_VALUE)
-		return pfail(p, "field \"%s\" is a boolean", p->key);
-	return pfail(p, "a boolean where the TOC needs %s", state_wants(p->state));
+	return wrong_kind(p, "a boolean");
 }
 
 /* A JSON number as a non-negative integer <= max. */
@@ -916,7 +938,7 @@ static int parse_time(const char *s, size_t len, int64_t *sec, uint32_t *nsec)
 {
 	static const unsigned mdays[] = { 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
 	unsigned y1, y2, mo, d, h, mi, se, oh = 0, om = 0;
-	int64_t days, t;
+	int64_t days, zone = 0;
 	uint32_t ns = 0;
 	size_t i = 19;
 
@@ -941,24 +963,16 @@ static int parse_time(const char *s, size_t len, int64_t *sec, uint32_t *nsec)
 		i++;
 	} else if (i + 6 <= len && (s[i] == '+' || s[i] == '-') && !num2(s + i + 1, &oh) && s[i + 3] == ':' &&
 		   !num2(s + i + 4, &om) && oh < 24 && om < 60) {
-		int sign = s[i] == '+' ? 1 : -1;
-
+		/* local time = UTC + offset */
+		zone = (s[i] == '+' ? 1 : -1) * (int64_t)(oh * 60 + om) * 60;
 		i += 6;
-		oh = oh * 60 + om;
-		days_from_civil((int64_t)(y1 * 100 + y2), mo, d, &days);
-		t = days * 86400 + h * 3600 + mi * 60 + se - sign * (int64_t)oh * 60;
-		if (i != len)
-			return -1;
-		*sec = t;
-		*nsec = ns;
-		return 0;
 	} else {
 		return -1;
 	}
 	if (i != len)
 		return -1;
 	days_from_civil((int64_t)(y1 * 100 + y2), mo, d, &days);
-	*sec = days * 86400 + h * 3600 + mi * 60 + se;
+	*sec = days * 86400 + h * 3600 + mi * 60 + se - zone;
 	*nsec = ns;
 	return 0;
 }
@@ -1075,6 +1089,16 @@ static int xa_add(struct ps *p, const char *val, size_t len)
 	return 1;
 }
 
+static int copy_path(struct ps *p, const char *s, size_t len, char dst[ESTARGZ_MAX_PATH + 1], size_t *dlen)
+{
+	if (len > ESTARGZ_MAX_PATH)
+		return pfail(p, "%s of %zu bytes (max %d)", p->key, len, ESTARGZ_MAX_PATH);
+	memcpy(dst, s, len);
+	dst[len] = 0;
+	*dlen = len;
+	return 1;
+}
+
 static int cb_string(void *ctx, const unsigned char *us, size_t len)
 {
 	struct ps *p = PS(ctx);
@@ -1095,19 +1119,13 @@ static int cb_string(void *ctx, const unsigned char *us, size_t len)
 		return pfail(p, "a string where the TOC needs %s", state_wants(p->state));
 	switch (p->field) {
 	case F_NAME:
-		if (len > ESTARGZ_MAX_PATH)
-			return pfail(p, "name of %zu bytes (max %d)", len, ESTARGZ_MAX_PATH);
-		memcpy(r->name, s, len);
-		r->name[len] = 0;
-		r->name_len = len;
+		if (!copy_path(p, s, len, r->name, &r->name_len))
+			return 0;
 		r->has_name = true;
 		break;
 	case F_LINK:
-		if (len > ESTARGZ_MAX_PATH)
-			return pfail(p, "linkName of %zu bytes (max %d)", len, ESTARGZ_MAX_PATH);
-		memcpy(r->link, s, len);
-		r->link[len] = 0;
-		r->link_len = len;
+		if (!copy_path(p, s, len, r->link, &r->link_len))
+			return 0;
 		break;
 	case F_TYPE:
 		r->type = T_NONE;
@@ -1177,13 +1195,9 @@ static int cb_start_map(void *ctx)
 		p->state = S_XA_KEY;
 		return 1;
 	case S_SKIP:
-		if (++p->skip_depth > ES_MAX_JSON_DEPTH)
-			return pfail(p, "JSON nested deeper than %d levels", ES_MAX_JSON_DEPTH);
-		return 1;
-	case S_VALUE:
-		return pfail(p, "field \"%s\" is an object", p->key);
+		return skip_open(p);
 	default:
-		return pfail(p, "an object where the TOC needs %s", state_wants(p->state));
+		return wrong_kind(p, "an object");
 	}
 }
 
@@ -1247,10 +1261,7 @@ static int cb_end_map(void *ctx)
 		p->state = S_ENTRYKEY;
 		return 1;
 	case S_SKIP:
-		p->skip_depth--;
-		if (p->skip_depth == 0)
-			p->state = p->ret_state;
-		return 1;
+		return skip_close(p);
 	default:
 		return pfail(p, "unexpected end of object");
 	}
@@ -1265,13 +1276,9 @@ static int cb_start_array(void *ctx)
 		p->state = S_ARRAY;
 		return 1;
 	case S_SKIP:
-		if (++p->skip_depth > ES_MAX_JSON_DEPTH)
-			return pfail(p, "JSON nested deeper than %d levels", ES_MAX_JSON_DEPTH);
-		return 1;
-	case S_VALUE:
-		return pfail(p, "field \"%s\" is an array", p->key);
+		return skip_open(p);
 	default:
-		return pfail(p, "an array where the TOC needs %s", state_wants(p->state));
+		return wrong_kind(p, "an array");
 	}
 }
 
@@ -1284,10 +1291,7 @@ static int cb_end_array(void *ctx)
 		p->state = S_TOPKEY;
 		return 1;
 	case S_SKIP:
-		p->skip_depth--;
-		if (p->skip_depth == 0)
-			p->state = p->ret_state;
-		return 1;
+		return skip_close(p);
 	default:
 		return pfail(p, "unexpected end of array");
 	}
