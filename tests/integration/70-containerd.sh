@@ -77,6 +77,18 @@ start_snapshotter() {
 }
 
 c() { timeout -k 5 120 ctr -a "$CONTAINERD_ADDRESS" "$@"; }
+# containerd's client of a proxy snapshotter reconnects with a backoff of up to
+# 3 s once its connection broke, and fails calls at once until it is connected
+# again: after a restart, wait until a call gets through (what a kubelet's
+# retries do), and say how long that took
+reconnected() {
+	local t0=$SECONDS
+	for _ in $(seq 100); do
+		cs ls > /dev/null 2>&1 && { echo "containerd reached the snapshotter again after $((SECONDS - t0)) s"; return 0; }
+		sleep 0.2
+	done
+	bad "containerd did not reconnect to the restarted snapshotter within 20 s"
+}
 cs() { c snapshots --snapshotter lazyimg "$@"; }
 
 # bytes of blob GETs in the registry log after line $1
@@ -315,6 +327,7 @@ stop_snapshotter
 grep -q " $ROOT/mnt/" /proc/mounts && bad "lazy mounts left behind by the stopped snapshotter" ||
 	ok "no lazy mount left behind by the stopped snapshotter"
 start_snapshotter
+reconnected
 [ "$(meta_keys | sort | md5sum)" = "$before" ] && ok "metadata identical after a restart ($(meta_keys | wc -l) snapshots)" ||
 	bad "metadata changed across the restart"
 out=$(c run --snapshotter lazyimg --rm "$REGISTRY_HOST/debian:bookworm-nydus" t70run2 cat /etc/debian_version 2>&1) || true
@@ -350,12 +363,14 @@ setsid "$LAZYIMG" fdholder "$W/fdh.sock" > "$W/fdh.log" 2>&1 < /dev/null &
 HOLDER_PID=$!
 for _ in $(seq 50); do [ -S "$W/fdh.sock" ] && break; sleep 0.1; done
 start_snapshotter --fd-holder "$W/fdh.sock"
+reconnected
 c run -d --snapshotter lazyimg "$REGISTRY_HOST/debian:bookworm-nydus" t70long sleep 600 > /dev/null ||
 	bad "ctr run -d"
 kill -9 "$SNAP_PID"
 wait "$SNAP_PID" 2>/dev/null || true
 SNAP_PID=
 start_snapshotter --fd-holder "$W/fdh.sock"
+reconnected
 grep -q "adopted .*debian" "$W/snap.log" && ok "the restarted snapshotter adopted the parked FUSE session" ||
 	bad "no adopted mount after the restart"
 want_md5=$(md5sum < "$IMGCACHE/debian/rootfs/usr/bin/ls" | cut -d' ' -f1)
