@@ -890,7 +890,7 @@ static int cb_number(void *ctx, const char *s, size_t len)
 		return ok;
 	}
 	if (p->state != S_VALUE)
-		return pfail(p, "a number where the TOC needs %s", state_wants(p->state));
+		return wrong_kind(p, "a number");
 	switch (p->field) {
 	case F_SIZE: dst = &r->size; break;
 	case F_OFFSET: dst = &r->offset; break;
@@ -1089,6 +1089,7 @@ static int xa_add(struct ps *p, const char *val, size_t len)
 	return 1;
 }
 
+/* name or linkName (p->key, for the message) into the record */
 static int copy_path(struct ps *p, const char *s, size_t len, char dst[ESTARGZ_MAX_PATH + 1], size_t *dlen)
 {
 	if (len > ESTARGZ_MAX_PATH)
@@ -1116,7 +1117,7 @@ static int cb_string(void *ctx, const unsigned char *us, size_t len)
 		return ok;
 	}
 	if (p->state != S_VALUE)
-		return pfail(p, "a string where the TOC needs %s", state_wants(p->state));
+		return wrong_kind(p, "a string");
 	switch (p->field) {
 	case F_NAME:
 		if (!copy_path(p, s, len, r->name, &r->name_len))
