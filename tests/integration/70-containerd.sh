@@ -271,6 +271,36 @@ echo "debian: rpull + run fetched $got bytes; the nydus image is $size bytes"
 [ "$got" -lt $((size / 4)) ] && ok "debian rpull + ctr run fetched $got of $size bytes" ||
 	bad "debian rpull + run fetched $got of $size bytes"
 
+# ---- 3b. ctr run on an eStargz conversion of the same Debian image: each
+# layer lazily mounted from its TOC, the container sees their overlay
+t=$(date +%s)
+bash "$PEERS/estargz-convert.sh" "$REGISTRY_HOST/debian:bookworm" "$REGISTRY_HOST/debian:bookworm-esgz" \
+	--via containerd --containerd-dir "$CTRD" > "$W/esgz2.log" 2>&1 || { tail -5 "$W/esgz2.log"; die "eStargz conversion of debian"; }
+c images rm --sync "$REGISTRY_HOST/debian:bookworm-esgz" "$REGISTRY_HOST/debian:bookworm" > /dev/null 2>&1 || true
+echo "debian converted to eStargz by ctr-remote in $(( $(date +%s) - t )) s"
+mark=$(wc -l < "$REGISTRY_LOG")
+nesgz=$(grep -c "committed as a remote snapshot (eStargz layer" "$W/snap.log" || true)
+timeout -k 5 120 ctr-remote -a "$CONTAINERD_ADDRESS" images rpull --plain-http --snapshotter lazyimg \
+	"$REGISTRY_HOST/debian:bookworm-esgz" > "$W/rpull5.log" 2>&1 || { cat "$W/rpull5.log"; die "rpull of eStargz debian"; }
+n=$(( $(grep -c "committed as a remote snapshot (eStargz layer" "$W/snap.log" || true) - nesgz ))
+nl=$(curl -sf -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+	"http://$REGISTRY_HOST/v2/debian/manifests/bookworm-esgz" | jq '.layers | length')
+[ "$n" -eq "$nl" ] && ok "all $nl layers of eStargz debian committed as remote snapshots" ||
+	bad "$n of $nl eStargz debian layers committed as remote snapshots"
+out=$(c run --snapshotter lazyimg --rm "$REGISTRY_HOST/debian:bookworm-esgz" t70run3 \
+	sh -c 'cat /etc/debian_version; test -e /usr/share/doc/apt && echo apt-doc-present || echo apt-doc-gone; md5sum < /usr/bin/ls' \
+	2> "$W/run3.err") || { cat "$W/run3.err"; bad "ctr run of eStargz debian failed"; }
+want_ls=$(md5sum < "$IMGCACHE/debian/rootfs/usr/bin/ls" | cut -d' ' -f1)
+[ "$out" = "$want
+apt-doc-gone
+$want_ls  -" ] && ok "ctr run on eStargz debian: debian_version, whiteout and /usr/bin/ls are right" ||
+	bad "ctr run on eStargz debian printed '$(echo "$out" | tr '\n' ' ' | head -c 200)'"
+sleep 0.2
+got=$(blob_bytes "$mark") size=$(image_size debian bookworm-esgz)
+echo "eStargz debian: rpull + run fetched $got bytes; the eStargz image is $size bytes"
+[ "$got" -lt $((size / 4)) ] && ok "eStargz debian rpull + ctr run fetched $got of $size bytes" ||
+	bad "eStargz debian rpull + run fetched $got of $size bytes"
+
 # ---- 4. Stat / List / Usage / Remove / Cleanup through ctr, restart
 cs prepare t70-active "$(top_chain small v1)" > /dev/null || bad "ctr snapshots prepare"
 info=$(cs info t70-active)
