@@ -1061,6 +1061,8 @@ static int write_plot(const struct bench *b, const char *path)
 /* ---------- driver ---------- */
 
 #define BENCH_OPTS CLI_OPT_TLS
+/* --run-timeout: a start-up that takes an hour is not one to measure */
+#define BENCH_MAX_RUN_TIMEOUT_S 3600
 
 static void bench_usage(FILE *out)
 {
@@ -1293,8 +1295,9 @@ int cmd_bench(int argc, char **argv)
 	static struct bench b;
 	struct cli_common co = { .groups = BENCH_OPTS };
 	struct sigaction sa = { .sa_handler = on_signal };
-	char tmpl[900];
+	char tmpl[900], *end;
 	int c, ret = 0, nwl = 0;
+	long num;
 	ssize_t sl;
 
 	memset(&b, 0, sizeof(b));
@@ -1305,24 +1308,32 @@ int cmd_bench(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "h", co.lopts, NULL)) != -1) {
 		switch (c) {
 		case 'n':
-			b.runs = atoi(optarg);
-			if (b.runs < 1 || b.runs > BENCH_MAX_RUNS) {
-				fprintf(stderr, "lazyimg bench: --runs must be 1..%d\n", BENCH_MAX_RUNS);
+			num = strtol(optarg, &end, 10);
+			if (*end || end == optarg || num < 1 || num > BENCH_MAX_RUNS) {
+				fprintf(stderr, "lazyimg bench: --runs must be 1..%d, not '%s'\n", BENCH_MAX_RUNS, optarg);
 				return 2;
 			}
+			b.runs = (int)num;
 			break;
 		case 't': b.w.ttfb_file = optarg; break;
 		case 'r': b.w.kind = WL_READ_LIST; b.w.list_file = optarg; nwl++; break;
 		case 'a': b.w.kind = WL_READ_ALL; nwl++; break;
 		case 'c': b.w.kind = WL_RUN; b.w.run_cmd = optarg; nwl++; break;
 		case 'w': b.w.wait_line = optarg; break;
-		case 'T': b.w.run_timeout_s = atof(optarg); break;
+		case 'T':
+			b.w.run_timeout_s = strtod(optarg, &end);
+			if (*end || end == optarg || !(b.w.run_timeout_s > 0 && b.w.run_timeout_s <= BENCH_MAX_RUN_TIMEOUT_S)) {
+				fprintf(stderr, "lazyimg bench: --run-timeout '%s' is not a number of seconds up to %d\n",
+					optarg, BENCH_MAX_RUN_TIMEOUT_S);
+				return 2;
+			}
+			break;
 		case 'k':
 			b.w.kind = WL_RAND4K;
-			b.w.rand_n = strtoul(optarg, NULL, 10);
+			b.w.rand_n = strtoul(optarg, &end, 10);
 			nwl++;
-			if (!b.w.rand_n || b.w.rand_n > 100000000ul) {
-				fprintf(stderr, "lazyimg bench: --rand4k N: 1..100000000\n");
+			if (*end || optarg[0] == '-' || !b.w.rand_n || b.w.rand_n > 100000000ul) {
+				fprintf(stderr, "lazyimg bench: --rand4k N: 1..100000000, not '%s'\n", optarg);
 				return 2;
 			}
 			break;
@@ -1342,7 +1353,7 @@ int cmd_bench(int argc, char **argv)
 		case 'N': b.netem = optarg; break;
 		case 'p':
 			if (strcmp(optarg, "none") && strcmp(optarg, "table") && strcmp(optarg, "list") && strcmp(optarg, "all")) {
-				fprintf(stderr, "lazyimg bench: --prefetch: none, table, list or all\n");
+				fprintf(stderr, "lazyimg bench: --prefetch: none, table, list or all, not '%s'\n", optarg);
 				return 2;
 			}
 			b.prefetch = optarg;
