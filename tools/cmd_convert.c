@@ -13,6 +13,8 @@
 #include <unistd.h>
 
 #define CONVERT_OPTS CLI_OPT_TLS
+#define CONVERT_MIN_LEVEL (-131072)
+#define CONVERT_MAX_LEVEL 22
 
 static void convert_usage(FILE *out)
 {
@@ -152,7 +154,19 @@ int cmd_convert(int argc, char **argv)
 			break;
 		case 'p': o.prefetch_files = optarg; break;
 		case 'a': o.aligned = true; break;
-		case 'l': o.level = atoi(optarg); break;
+		case 'l': {
+			char *end;
+			long v = strtol(optarg, &end, 10);
+
+			/* zstd's own bounds (ZSTD_minCLevel..ZSTD_maxCLevel); 0 is the library default */
+			if (*end || end == optarg || v < CONVERT_MIN_LEVEL || v > CONVERT_MAX_LEVEL) {
+				fprintf(stderr, "lazyimg convert: --level '%s' is not a whole number from %d to %d\n",
+					optarg, CONVERT_MIN_LEVEL, CONVERT_MAX_LEVEL);
+				return 2;
+			}
+			o.level = (int)v;
+			break;
+		}
 		case 'q': quiet = true; break;
 		case 'W': work = optarg; break;
 		case 'h': convert_usage(stdout); return 0;
