@@ -32,6 +32,14 @@
 
 /* how long Umount waits for a detached session to drain before leaving it to finish alone */
 #define SNAP_UMOUNT_WAIT_MS 2000
+/*
+ * A listed mount that failed (a restore while the registry was unreachable,
+ * say) is mounted again in the background: after 1 s, then doubling up to a
+ * minute. Its readers, held across a restart, wait for it; nobody has to
+ * call Mount for them.
+ */
+#define SNAP_RETRY_MIN_MS 1000u
+#define SNAP_RETRY_MAX_MS 60000u
 
 /* ---- labels ---------------------------------------------------------------- */
 
@@ -144,6 +152,41 @@ static void mnt_free(struct snap_fs *fs, struct snap_mnt *m)
 static bool gone(const struct snap_mnt *m)
 {
 	return m->state == SNAP_MNT_READY && atomic_load(&m->loop_done);
+}
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* After a failed mount of a listed entry (fs->lock held): when to try again. */
+static void retry_schedule(struct snap_fs *fs, struct snap_mnt *m)
+{
+	unsigned d = m->retry_ms ? m->retry_ms * 2 : SNAP_RETRY_MIN_MS;
+
+	if (d > SNAP_RETRY_MAX_MS)
+		d = SNAP_RETRY_MAX_MS;
+	m->retry_ms = d;
+	/* +-25%: entries that failed together do not all come back at once */
+	m->retry_at_ms = mono_ms() + d - d / 4 + (uint64_t)random() % (d / 2 + 1);
+	pthread_cond_signal(&fs->retry_cond);
+}
+
+static void release(struct snap_fs *fs, struct snap_mnt *m);
+
+/* the outcome of a mount of a listed entry (fs->lock held, m busy) */
+static void mount_done(struct snap_fs *fs, struct snap_mnt *m, int ret)
+{
+	m->state = ret ? SNAP_MNT_FAILED : SNAP_MNT_READY;
+	m->error = ret;
+	if (ret)
+		retry_schedule(fs, m);
+	else
+		m->retry_ms = 0;
+	release(fs, m);
 }
 
 
@@ -495,6 +538,42 @@ static void release(struct snap_fs *fs, struct snap_mnt *m)
 	pthread_cond_broadcast(&fs->cond);
 }
 
+/*
+ * Mount again a listed entry: a restore or retry that failed (registry
+ * unreachable at start, say), or a session whose kernel mount went away.
+ * It is mounted as persisted, pinned manifest and all, adopting the kernel
+ * mount the holder still keeps so that its open files live on. m is busy
+ * and MOUNTING; fs->lock is not held.
+ */
+static int remount(struct snap_fs *fs, struct snap_mnt *m, bool was_gone)
+{
+	int fd = -1, ret;
+
+	if (was_gone) {
+		/* its kernel mount is gone: drop the dead session, mount afresh */
+		lz_warn("snapshot %s: was unmounted behind the server's back: mounting it again", m->id);
+		loop_stop(fs, m);
+		imgfs_destroy(m->ifs);
+		m->ifs = NULL;
+		snap_source_close(m->src);
+		m->src = NULL;
+		atomic_store(&m->loop_done, false);
+		if (fs->holder)
+			snapfs_holder_del(fs->holder, m->id);
+	} else if (fs->holder && m->init_len) {
+		struct held_set hs = { 0 };
+
+		if (snapfs_holder_list(fs->holder, held_add, &hs) == 0)
+			fd = take_held(&hs, m->id);
+		held_free(&hs);
+	}
+	ret = do_mount(fs, m, fd);
+	pthread_mutex_lock(&fs->lock);
+	mount_done(fs, m, ret);
+	pthread_mutex_unlock(&fs->lock);
+	return ret;
+}
+
 int snapfs_mount(struct snap_fs *fs, const char *id, const struct snap_label *labels, size_t n,
 		 bool nowait)
 {
@@ -522,12 +601,6 @@ int snapfs_mount(struct snap_fs *fs, const char *id, const struct snap_label *la
 		return 0;
 	}
 	if (m) {
-		/*
-		 * A restore that failed (registry unreachable at start, say): retry
-		 * it as persisted, pinned manifest and all, and adopt the kernel
-		 * mount the holder still keeps, so that its open files live on.
-		 */
-		int fd = -1;
 		bool was_gone = gone(m);
 
 		m->state = SNAP_MNT_MOUNTING;
@@ -535,31 +608,7 @@ int snapfs_mount(struct snap_fs *fs, const char *id, const struct snap_label *la
 		m->adopted = false;
 		pthread_mutex_unlock(&fs->lock);
 		mnt_free(fs, fresh);
-		if (was_gone) {
-			/* its kernel mount is gone: drop the dead session, mount afresh */
-			lz_warn("snapshot %s: was unmounted behind the server's back: mounting it again", m->id);
-			loop_stop(fs, m);
-			imgfs_destroy(m->ifs);
-			m->ifs = NULL;
-			snap_source_close(m->src);
-			m->src = NULL;
-			atomic_store(&m->loop_done, false);
-			if (fs->holder)
-				snapfs_holder_del(fs->holder, m->id);
-		} else if (fs->holder && m->init_len) {
-			struct held_set hs = { 0 };
-
-			if (snapfs_holder_list(fs->holder, held_add, &hs) == 0)
-				fd = take_held(&hs, m->id);
-			held_free(&hs);
-		}
-		ret = do_mount(fs, m, fd);
-		pthread_mutex_lock(&fs->lock);
-		m->state = ret ? SNAP_MNT_FAILED : SNAP_MNT_READY;
-		m->error = ret;
-		release(fs, m);
-		pthread_mutex_unlock(&fs->lock);
-		return ret;
+		return remount(fs, m, was_gone);
 	}
 	m = fresh;
 	m->busy = true;
@@ -917,12 +966,10 @@ static void restore_mount(struct snap_fs *fs, struct snap_mnt *m, int fd)
 	int ret = do_mount(fs, m, fd);
 
 	pthread_mutex_lock(&fs->lock);
-	m->state = ret ? SNAP_MNT_FAILED : SNAP_MNT_READY;
-	m->error = ret;
-	release(fs, m);
+	mount_done(fs, m, ret);
 	pthread_mutex_unlock(&fs->lock);
 	if (ret)
-		lz_err("snapshot %s: not restored (%s); its state is kept, Mount retries it", m->id,
+		lz_err("snapshot %s: not restored (%s); its state is kept and the mount is retried", m->id,
 		       lz_strerror(ret));
 }
 
@@ -1036,6 +1083,76 @@ static int restore(struct snap_fs *fs)
 	return ret;
 }
 
+/* The retry thread: mounts again each FAILED entry when its time comes. */
+static void *retry_main(void *arg)
+{
+	struct snap_fs *fs = arg;
+
+	pthread_mutex_lock(&fs->lock);
+	while (!fs->retry_stop) {
+		uint64_t now = mono_ms(), next = now + SNAP_RETRY_MAX_MS;
+		struct snap_mnt *due = NULL;
+		struct timespec ts;
+
+		for (struct snap_mnt *m = fs->mounts; m; m = m->next) {
+			if (m->state != SNAP_MNT_FAILED || m->busy || !m->retry_at_ms)
+				continue;
+			if (m->retry_at_ms <= now) {
+				due = m;
+				break;
+			}
+			if (m->retry_at_ms < next)
+				next = m->retry_at_ms;
+		}
+		if (due) {
+			int err = due->error;
+
+			due->busy = true;
+			due->state = SNAP_MNT_MOUNTING;
+			due->error = 0;
+			due->adopted = false;
+			pthread_mutex_unlock(&fs->lock);
+			lz_info("snapshot %s: mounting again (it failed %u ms ago: %s)", due->id, due->retry_ms,
+				lz_strerror(err));
+			err = remount(fs, due, false);
+			pthread_mutex_lock(&fs->lock);
+			if (!err)
+				lz_info("snapshot %s: mounted again%s", due->id,
+					due->adopted ? ", its held kernel mount adopted" : "");
+			else if (due->state == SNAP_MNT_FAILED)
+				lz_warn("snapshot %s: mounting again failed (%s): next try in about %u s", due->id,
+					lz_strerror(err), due->retry_ms / 1000u);
+			continue;
+		}
+		ts.tv_sec = (time_t)(next / 1000u);
+		ts.tv_nsec = (long)(next % 1000u) * 1000000L;
+		pthread_cond_timedwait(&fs->retry_cond, &fs->lock, &ts);
+	}
+	pthread_mutex_unlock(&fs->lock);
+	return NULL;
+}
+
+static void retry_start(struct snap_fs *fs)
+{
+	int ret = pthread_create(&fs->retry_th, NULL, retry_main, fs);
+
+	if (ret)
+		lz_warn("no retry thread (%s): a failed mount comes back only on Mount", strerror(ret));
+	fs->retry_started = ret == 0;
+}
+
+static void retry_join(struct snap_fs *fs)
+{
+	if (!fs->retry_started)
+		return;
+	pthread_mutex_lock(&fs->lock);
+	fs->retry_stop = true;
+	pthread_cond_signal(&fs->retry_cond);
+	pthread_mutex_unlock(&fs->lock);
+	pthread_join(fs->retry_th, NULL);
+	fs->retry_started = false;
+}
+
 /* wait for the restore threads (snap_fs_close) */
 static void restore_join(struct snap_fs *fs)
 {
@@ -1067,11 +1184,13 @@ int snap_fs_open(const struct snap_fs_opts *o, struct snap_fs **out)
 	fs->o = *o;
 	fs->lock_fd = -1;
 	pthread_mutex_init(&fs->lock, NULL);
+	pthread_cond_init(&fs->cond, NULL);
 	{
 		pthread_condattr_t ca;
 
 		pthread_condattr_init(&ca);
-		pthread_cond_init(&fs->cond, &ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&fs->retry_cond, &ca);
 		pthread_condattr_destroy(&ca);
 	}
 	ret = mkdir_p(o->root, 0700);
@@ -1123,6 +1242,7 @@ int snap_fs_open(const struct snap_fs_opts *o, struct snap_fs **out)
 	}
 	if (!o->no_restore)
 		restore(fs);
+	retry_start(fs);
 	*out = fs;
 	return 0;
 err:
@@ -1151,6 +1271,7 @@ void snap_fs_close(struct snap_fs *fs)
 {
 	if (!fs)
 		return;
+	retry_join(fs);
 	restore_join(fs);
 	pthread_mutex_lock(&fs->lock);
 	while (fs->mounts) {
@@ -1182,6 +1303,7 @@ void snap_fs_close(struct snap_fs *fs)
 	if (fs->lock_fd >= 0)
 		close(fs->lock_fd);
 	pthread_cond_destroy(&fs->cond);
+	pthread_cond_destroy(&fs->retry_cond);
 	pthread_mutex_destroy(&fs->lock);
 	free(fs);
 }

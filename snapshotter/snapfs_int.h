@@ -45,6 +45,8 @@ struct snap_mnt {
 	_Atomic bool loop_done;        /* the session ended by itself (unmounted) */
 	uint8_t init_req[IMGFS_INIT_MAX];
 	size_t init_len;
+	uint64_t retry_at_ms;          /* FAILED: when the retry thread mounts it again (monotonic) */
+	unsigned retry_ms;             /* the backoff that led there; 0 once it mounted */
 };
 
 struct snap_holder;
@@ -66,6 +68,10 @@ struct snap_fs {
 	struct snap_mnt *mounts;
 	struct snap_mnt *draining;     /* unmounted but still busy (open files): freed later */
 	int lock_fd;                   /* flock on <root>/.lock: one snap_fs per root */
+	pthread_t retry_th;            /* mounts listed as FAILED again, with backoff */
+	pthread_cond_t retry_cond;     /* with lock, CLOCK_MONOTONIC */
+	bool retry_started;
+	bool retry_stop;
 };
 
 /* pool.c: the worker threads shared by every session */

@@ -58,7 +58,9 @@ struct snap_fs_opts {
 
 /* Open (creating dirs) and restore every persisted mount: each is listed
  * ("mounting") when this returns and becomes ready in the background, many
- * at once; WaitUntilReady waits for one. */
+ * at once; WaitUntilReady waits for one. One that fails (registry down) stays
+ * listed as "failed" and is mounted again in the background, after 1 s and
+ * then doubling up to a minute, until it serves or is unmounted. */
 int snap_fs_open(const struct snap_fs_opts *o, struct snap_fs **out);
 /* Stop serving (mounts are left as persisted state for the next open
  * unless snap_fs_teardown() ran first). NULL is allowed. */
@@ -88,7 +90,8 @@ int snap_fs_bootstrap_file(struct snap_fs *fs, const char *id, char *buf, size_t
 int snap_fs_upper_path(struct snap_fs *fs, const char *id, char *buf, size_t len);
 
 /* One mount as listed. state: "mounting", "ready" or "failed" (error says why;
- * a failed restore keeps its persisted state and a new Mount retries it). */
+ * a failed restore keeps its persisted state; the retry thread or a new Mount
+ * mounts it again). */
 struct snap_fs_info {
 	char id[SNAP_FS_ID_MAX + 1];
 	char ref[512];
