@@ -176,9 +176,8 @@ static int v5_getattr(struct image *img, uint64_t ino, struct img_attr *a)
 {
 	struct rafs *fs = rafs_from_img(img);
 	struct v5_ino in;
-	int ret;
+	int ret = v5_load_ino(fs, ino, &in);
 
-	ret = v5_load_ino(fs, ino, &in);
 	if (ret)
 		return ret;
 	v5_attr(fs, &in, a);
@@ -310,9 +309,8 @@ static ssize_t v5_readlink(struct image *img, uint64_t ino, char *buf, size_t si
 {
 	struct rafs *fs = rafs_from_img(img);
 	struct v5_ino in;
-	int ret;
+	int ret = v5_load_ino(fs, ino, &in);
 
-	ret = v5_load_ino(fs, ino, &in);
 	if (ret)
 		return ret;
 	if (!S_ISLNK(in.mode))
@@ -361,9 +359,8 @@ static ssize_t v5_listxattr(struct image *img, uint64_t ino, char *buf, size_t s
 	struct rafs *fs = rafs_from_img(img);
 	struct rafs_xctx x = { .buf = buf, .size = size };
 	struct v5_ino in;
-	int ret;
+	int ret = v5_load_ino(fs, ino, &in);
 
-	ret = v5_load_ino(fs, ino, &in);
 	if (ret)
 		return ret;
 	ret = v5_xattr_walk(&in, rafs_xlist_fn, &x);
@@ -375,9 +372,8 @@ static ssize_t v5_getxattr(struct image *img, uint64_t ino, const char *name, vo
 	struct rafs *fs = rafs_from_img(img);
 	struct rafs_xctx x = { .want = name, .vbuf = buf, .size = size, .found = -ENODATA };
 	struct v5_ino in;
-	int ret;
+	int ret = v5_load_ino(fs, ino, &in);
 
-	ret = v5_load_ino(fs, ino, &in);
 	if (ret)
 		return ret;
 	ret = v5_xattr_walk(&in, rafs_xget_fn, &x);
