@@ -3,8 +3,10 @@
 #include "lazyimg/ctl.h"
 
 #include <fcntl.h>
+#include <json-c/json.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/socket.h>
@@ -12,13 +14,27 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#define CTL_IO_TIMEOUT_MS 5000
+#define CTL_DRAIN_MAX (4u << 20) /* bytes taken from a client answered early */
+
 struct lz_ctl {
 	int fd;
 	int stop_pipe[2];
 	pthread_t th;
-	lz_ctl_fn fn;
+	lz_ctl_handler fn;
 	void *arg;
+	lz_ctl_fn simple; /* lz_ctl_start's callback, called by simple_handler */
+	void *simple_arg;
+	int max_conn;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	int nconn; /* protected by lock: connection threads alive */
 	char path[108];
+};
+
+struct ctl_conn {
+	struct lz_ctl *c;
+	int fd;
 };
 
 static int sun_of(const char *path, struct sockaddr_un *sun)
@@ -31,37 +47,147 @@ static int sun_of(const char *path, struct sockaddr_un *sun)
 	return 0;
 }
 
-static const char *reason(int status)
+static const char *reason(int st)
 {
-	switch (status) {
+	switch (st) {
 	case 200: return "OK";
 	case 400: return "Bad Request";
 	case 404: return "Not Found";
 	case 405: return "Method Not Allowed";
 	case 409: return "Conflict";
 	case 413: return "Payload Too Large";
-	default: return status < 500 ? "Error" : "Internal Server Error";
+	case 422: return "Unprocessable Entity";
+	case 502: return "Bad Gateway";
+	case 503: return "Service Unavailable";
+	case 504: return "Gateway Timeout";
+	case 507: return "Insufficient Storage";
+	default: return st < 500 ? "Error" : "Internal Server Error";
 	}
 }
 
-static void reply(int fd, int status, const char *body)
+void lz_ctl_error(struct lz_ctl_resp *r, int status, const char *fmt, ...)
 {
-	char hdr[256];
-	size_t bl = body ? strlen(body) : 0;
-	int hl = snprintf(hdr, sizeof(hdr),
-			  "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
-			  status, reason(status), bl);
+	char msg[512];
+	va_list ap;
+	json_object *o;
 
-	if (write(fd, hdr, (size_t)hl) < 0 || (bl && write(fd, body, bl) < 0))
-		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	o = json_object_new_object();
+	json_object_object_add(o, "error", json_object_new_string(msg));
+	free(r->body);
+	r->body = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+	json_object_put(o);
+	r->status = status;
 }
 
-/* Read a request: line, headers, and a Content-Length body, all within the cap. */
-static void serve_one(struct lz_ctl *c, int fd)
+/* a client that stops reading costs at most the timeout, never a signal */
+static void send_all(int fd, const char *p, size_t n)
 {
-	char *buf = lz_malloc(LZ_CTL_MAX_REQUEST + 1), *hend, *body_out = NULL, method[16], path[1024];
-	size_t len = 0, clen = 0;
-	int status = 200, ret;
+	while (n) {
+		struct pollfd pf = { fd, POLLOUT, 0 };
+		ssize_t w;
+
+		if (poll(&pf, 1, CTL_IO_TIMEOUT_MS) <= 0)
+			return;
+		w = send(fd, p, n, MSG_NOSIGNAL);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return;
+		p += w;
+		n -= (size_t)w;
+	}
+}
+
+static void send_resp(int fd, const struct lz_ctl_resp *r)
+{
+	char hdr[256];
+	size_t bl = r->body ? strlen(r->body) : 0;
+	int hl = snprintf(hdr, sizeof(hdr),
+			  "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
+			  r->status, reason(r->status), r->ctype ? r->ctype : "application/json", bl);
+
+	send_all(fd, hdr, (size_t)hl);
+	if (bl)
+		send_all(fd, r->body, bl);
+}
+
+int lz_ctl_parse_head(const char *buf, size_t len, char method[LZ_CTL_METHOD_MAX], char path[LZ_CTL_PATH_MAX],
+		      size_t *body_off, size_t *clen)
+{
+	const char *hend = memmem(buf, len, "\r\n\r\n", 4), *line_end, *sp1, *sp2;
+	size_t hl, cl = 0, ml, pl;
+
+	if (!hend)
+		return len >= LZ_CTL_MAX_REQUEST ? -E2BIG : 0;
+	hl = (size_t)(hend - buf) + 4;
+	/* request line: METHOD SP PATH SP HTTP/1.x */
+	line_end = memmem(buf, hl, "\r\n", 2);
+	sp1 = memchr(buf, ' ', (size_t)(line_end - buf));
+	if (!sp1)
+		return -EINVAL;
+	sp2 = memchr(sp1 + 1, ' ', (size_t)(line_end - sp1 - 1));
+	ml = (size_t)(sp1 - buf);
+	pl = sp2 ? (size_t)(sp2 - sp1 - 1) : 0;
+	if (!sp2 || ml == 0 || ml >= LZ_CTL_METHOD_MAX || pl == 0 || pl >= LZ_CTL_PATH_MAX || sp1[1] != '/' ||
+	    (size_t)(line_end - sp2 - 1) < 8 || memcmp(sp2 + 1, "HTTP/1.", 7))
+		return -EINVAL;
+	for (const char *p = buf; p < sp1; p++)
+		if (*p < 'A' || *p > 'Z')
+			return -EINVAL;
+	for (const char *p = sp1 + 1; p < sp2; p++)
+		if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7f)
+			return -EINVAL;
+	memcpy(method, buf, ml);
+	method[ml] = 0;
+	memcpy(path, sp1 + 1, pl);
+	path[pl] = 0;
+	/* headers: only Content-Length matters; a second, different one is an error */
+	for (const char *h = line_end + 2; h < hend;) {
+		const char *e = memmem(h, (size_t)(hend + 2 - h), "\r\n", 2);
+
+		if (!e)
+			return -EINVAL;
+		if ((size_t)(e - h) > 15 && !strncasecmp(h, "content-length:", 15)) {
+			const char *v = h + 15;
+			size_t n = 0;
+			bool digits = false;
+
+			while (v < e && (*v == ' ' || *v == '\t'))
+				v++;
+			for (; v < e && *v >= '0' && *v <= '9'; v++) {
+				digits = true;
+				if (n > LZ_CTL_MAX_REQUEST)
+					return -E2BIG;
+				n = n * 10 + (size_t)(*v - '0');
+			}
+			while (v < e && (*v == ' ' || *v == '\t'))
+				v++;
+			if (!digits || v != e || (cl && cl != n))
+				return -EINVAL;
+			cl = n;
+		}
+		h = e + 2;
+	}
+	if (cl > LZ_CTL_MAX_REQUEST || hl + cl > LZ_CTL_MAX_REQUEST)
+		return -E2BIG;
+	if (len < hl + cl)
+		return 0;
+	*body_off = hl;
+	*clen = cl;
+	return 1;
+}
+
+/* Read one request within the cap, hand it to the handler, answer, drain. */
+static void serve_conn(struct lz_ctl *c, int fd)
+{
+	char *buf = lz_malloc(LZ_CTL_MAX_REQUEST + 1), method[LZ_CTL_METHOD_MAX], path[LZ_CTL_PATH_MAX];
+	size_t len = 0, clen = 0, off = 0;
+	struct lz_ctl_resp r = { 0 };
+	bool early = false;
+	int ret;
 
 	if (!buf)
 		return;
@@ -69,48 +195,100 @@ static void serve_one(struct lz_ctl *c, int fd)
 		struct pollfd p = { fd, POLLIN, 0 };
 		ssize_t n;
 
-		if (poll(&p, 1, 5000) <= 0)
+		if (poll(&p, 1, CTL_IO_TIMEOUT_MS) <= 0)
 			goto out; /* a client that sends nothing gets nothing */
 		n = read(fd, buf + len, LZ_CTL_MAX_REQUEST - len);
 		if (n <= 0)
 			goto out;
 		len += (size_t)n;
 		buf[len] = 0;
-		hend = strstr(buf, "\r\n\r\n");
-		if (hend) {
-			char *cl = strcasestr(buf, "\r\ncontent-length:");
+		ret = lz_ctl_parse_head(buf, len, method, path, &off, &clen);
+		if (ret == 1)
+			break;
+		if (ret == -E2BIG || (ret == 0 && len >= LZ_CTL_MAX_REQUEST)) {
+			lz_ctl_error(&r, 413, "request larger than %u bytes", LZ_CTL_MAX_REQUEST);
+			early = true;
+			goto reply;
+		}
+		if (ret < 0) {
+			lz_ctl_error(&r, 400, "malformed HTTP request");
+			early = true;
+			goto reply;
+		}
+	}
+	buf[off + clen] = 0;
+	c->fn(c->arg, method, path, buf + off, clen, &r);
+	if (!r.status)
+		lz_ctl_error(&r, 500, "no response");
+reply:
+	send_resp(fd, &r);
+	if (early) {
+		/* answered before the whole request was read: the client may still be sending: take (and drop)
+		 * what it sends for a moment so that it reads our answer instead of failing on a reset */
+		shutdown(fd, SHUT_WR);
+		for (size_t drained = 0; drained < CTL_DRAIN_MAX;) {
+			struct pollfd p = { fd, POLLIN, 0 };
+			ssize_t n;
 
-			if (cl && cl < hend)
-				clen = strtoull(cl + 17, NULL, 10);
-			if (clen > LZ_CTL_MAX_REQUEST || (size_t)(hend + 4 - buf) + clen > LZ_CTL_MAX_REQUEST) {
-				reply(fd, 413, "{\"error\":\"request too large\"}");
-				goto out;
-			}
-			if (len >= (size_t)(hend + 4 - buf) + clen)
+			if (poll(&p, 1, 1000) <= 0)
 				break;
+			n = read(fd, buf, LZ_CTL_MAX_REQUEST);
+			if (n <= 0)
+				break;
+			drained += (size_t)n;
 		}
-		if (len >= LZ_CTL_MAX_REQUEST) {
-			reply(fd, 413, "{\"error\":\"request too large\"}");
-			goto out;
-		}
-	}
-	if (sscanf(buf, "%15s %1023s", method, path) != 2) {
-		reply(fd, 400, "{\"error\":\"malformed request line\"}");
-		goto out;
-	}
-	hend[0] = 0;
-	ret = c->fn(c->arg, method, path, hend + 4, clen, &status, &body_out);
-	if (ret) {
-		char e[256];
-
-		snprintf(e, sizeof(e), "{\"error\":\"%s\"}", lz_strerror(ret));
-		reply(fd, 500, e);
-	} else {
-		reply(fd, status, body_out ? body_out : "{}");
 	}
 out:
-	free(body_out);
+	free(r.body);
 	free(buf);
+}
+
+static void *conn_main(void *arg)
+{
+	struct ctl_conn *cc = arg;
+	struct lz_ctl *c = cc->c;
+
+	serve_conn(c, cc->fd);
+	close(cc->fd);
+	free(cc);
+	pthread_mutex_lock(&c->lock);
+	c->nconn--;
+	pthread_cond_broadcast(&c->cond);
+	pthread_mutex_unlock(&c->lock);
+	return NULL;
+}
+
+/* a thread for fd, or a 503 when max_conn are busy; consumes fd */
+static void spawn_conn(struct lz_ctl *c, int fd)
+{
+	struct ctl_conn *cc;
+	pthread_attr_t at;
+	pthread_t th;
+
+	pthread_mutex_lock(&c->lock);
+	if (c->nconn >= c->max_conn) {
+		struct lz_ctl_resp r = { 0 };
+
+		pthread_mutex_unlock(&c->lock);
+		lz_ctl_error(&r, 503, "too many concurrent requests (%d)", c->max_conn);
+		send_resp(fd, &r);
+		free(r.body);
+		close(fd);
+		return;
+	}
+	c->nconn++;
+	pthread_mutex_unlock(&c->lock);
+	cc = lz_malloc(sizeof(*cc));
+	pthread_attr_init(&at);
+	pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+	if (!cc || (cc->c = c, cc->fd = fd, pthread_create(&th, &at, conn_main, cc))) {
+		free(cc);
+		close(fd);
+		pthread_mutex_lock(&c->lock);
+		c->nconn--;
+		pthread_mutex_unlock(&c->lock);
+	}
+	pthread_attr_destroy(&at);
 }
 
 static void *accept_loop(void *arg)
@@ -131,13 +309,19 @@ static void *accept_loop(void *arg)
 		fd = accept4(c->fd, NULL, NULL, SOCK_CLOEXEC);
 		if (fd < 0)
 			continue;
-		serve_one(c, fd);
-		close(fd);
+		if (c->max_conn > 0) {
+			spawn_conn(c, fd);
+		} else {
+			serve_conn(c, fd);
+			close(fd);
+		}
 	}
 	return NULL;
 }
 
-int lz_ctl_start(const char *sock_path, lz_ctl_fn fn, void *arg, struct lz_ctl **out)
+/* simple: lz_ctl_start's callback, then fn is simple_handler and its arg the lz_ctl */
+static int ctl_new(const char *sock_path, const struct lz_ctl_opts *o, lz_ctl_handler fn, void *arg,
+		   lz_ctl_fn simple, void *simple_arg, struct lz_ctl **out)
 {
 	struct sockaddr_un sun;
 	struct lz_ctl *c;
@@ -150,7 +334,12 @@ int lz_ctl_start(const char *sock_path, lz_ctl_fn fn, void *arg, struct lz_ctl *
 	if (!c)
 		return -ENOMEM;
 	c->fn = fn;
-	c->arg = arg;
+	c->arg = simple ? c : arg;
+	c->simple = simple;
+	c->simple_arg = simple_arg;
+	c->max_conn = o->max_conn;
+	pthread_mutex_init(&c->lock, NULL);
+	pthread_cond_init(&c->cond, NULL);
 	strcpy(c->path, sock_path);
 	c->stop_pipe[0] = c->stop_pipe[1] = -1;
 	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -166,9 +355,9 @@ int lz_ctl_start(const char *sock_path, lz_ctl_fn fn, void *arg, struct lz_ctl *
 		ret = bind(c->fd, (struct sockaddr *)&sun, sizeof(sun));
 		umask(old);
 	}
-	if (ret < 0 || chmod(sock_path, 0600) < 0 || listen(c->fd, 16) < 0) {
+	if (ret < 0 || chmod(sock_path, 0600) < 0 || listen(c->fd, o->backlog) < 0) {
 		ret = -errno;
-		lz_err("control socket %s: %s", sock_path, strerror(errno));
+		lz_err("control socket %s: %s", sock_path, strerror(-ret));
 		goto err;
 	}
 	ret = -pthread_create(&c->th, NULL, accept_loop, c);
@@ -183,8 +372,43 @@ err:
 		close(c->stop_pipe[0]);
 		close(c->stop_pipe[1]);
 	}
+	pthread_mutex_destroy(&c->lock);
+	pthread_cond_destroy(&c->cond);
 	free(c);
 	return ret;
+}
+
+int lz_ctl_serve(const char *sock_path, const struct lz_ctl_opts *o, lz_ctl_handler fn, void *arg,
+		 struct lz_ctl **out)
+{
+	return ctl_new(sock_path, o, fn, arg, NULL, NULL, out);
+}
+
+static void simple_handler(void *arg, const char *method, char *path, const char *body, size_t len,
+			   struct lz_ctl_resp *r)
+{
+	struct lz_ctl *c = arg;
+	int status = 200, ret = c->simple(c->simple_arg, method, path, body, len, &status, &r->body);
+
+	if (ret) {
+		char e[256];
+
+		free(r->body);
+		snprintf(e, sizeof(e), "{\"error\":\"%s\"}", lz_strerror(ret));
+		r->body = strdup(e);
+		r->status = 500;
+		return;
+	}
+	r->status = status;
+	if (!r->body)
+		r->body = strdup("{}");
+}
+
+int lz_ctl_start(const char *sock_path, lz_ctl_fn fn, void *arg, struct lz_ctl **out)
+{
+	const struct lz_ctl_opts o = { .max_conn = 0, .backlog = 16 };
+
+	return ctl_new(sock_path, &o, simple_handler, NULL, fn, arg, out);
 }
 
 void lz_ctl_stop(struct lz_ctl *c)
@@ -195,9 +419,16 @@ void lz_ctl_stop(struct lz_ctl *c)
 		lz_warn("cannot stop the control thread");
 	pthread_join(c->th, NULL);
 	close(c->fd);
+	unlink(c->path);
+	/* requests in flight finish before what their handler uses goes away */
+	pthread_mutex_lock(&c->lock);
+	while (c->nconn)
+		pthread_cond_wait(&c->cond, &c->lock);
+	pthread_mutex_unlock(&c->lock);
 	close(c->stop_pipe[0]);
 	close(c->stop_pipe[1]);
-	unlink(c->path);
+	pthread_mutex_destroy(&c->lock);
+	pthread_cond_destroy(&c->cond);
 	free(c);
 }
 
