@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #define LZ_MOD "fs"
 #define FUSE_USE_VERSION 312
+#include "lazyimg/defer.h"
 #include "lazyimg/imgfs.h"
 #include "imgfs_int.h"
 
@@ -287,8 +288,11 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
 
 	atomic_fetch_add_explicit(&fs->st_reads, 1, memory_order_relaxed);
 	slot = track_begin(fs, t0);
+	/* chunks fetched beyond what this read needs are finished after the reply */
+	lz_defer_open();
 	op_read_inner(fs, req, ino, size, off, t0);
 	track_end(fs, slot);
+	lz_defer_close();
 }
 
 static void op_read_inner(struct imgfs *fs, fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,

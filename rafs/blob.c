@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #define LZ_MOD "rafs"
 #include "rafs_int.h"
+#include "lazyimg/defer.h"
 
 #include <fcntl.h>
 #include <stdio.h>
@@ -265,35 +266,114 @@ static int fetch_chunk(struct rafs *fs, const struct img_chunk *c, void *out)
 }
 
 /*
+ * The tail of a merged fetch not decoded yet: run[next..n) of the bytes in
+ * `in`. A FUSE read leaves it until its reply went out (lz_defer); it is
+ * finished earlier if this thread needs one of its chunks or fetches again.
+ * One per thread at most.
+ */
+struct pending_run {
+	struct rafs *fs;
+	struct img_chunk run[RAFS_MERGE_MAX_CHUNKS];
+	size_t n, next;
+	uint8_t *in, *out;
+	int err; /* the fetch's own result: every chunk left fails with it */
+};
+
+static _Thread_local struct pending_run tl_pend;
+
+/* Decode run[i] of a fetched span into dst, verify it, hand it to the cache. */
+static int run_chunk(struct rafs *fs, const struct img_chunk *run, size_t i, const uint8_t *in, int err,
+		     uint8_t *dst)
+{
+	const struct img_chunk *c = &run[i];
+	int r = err;
+
+	if (!r && c->uncompressed_size > (fs->chunk_size ? fs->chunk_size : RAFS_MAX_CHUNK_SIZE))
+		r = -EFSCORRUPTED;
+	if (!r)
+		r = decode_chunk(fs, c, in + (c->compressed_offset - run[0].compressed_offset), dst);
+	fs->cache->done(fs->cache_ctx, c->blob_index, c, dst, r);
+	return r;
+}
+
+/* Finish the pending chunks before run[upto] (all of them: upto = n). */
+static void pending_advance(struct pending_run *p, size_t upto)
+{
+	for (; p->next < upto; p->next++)
+		run_chunk(p->fs, p->run, p->next, p->in, p->err, p->out);
+	if (p->next == p->n) {
+		free(p->in);
+		free(p->out);
+		*p = (struct pending_run){ 0 };
+	}
+}
+
+static void pending_flush(void *arg)
+{
+	(void)arg;
+	if (tl_pend.fs)
+		pending_advance(&tl_pend, tl_pend.n);
+}
+
+/*
+ * c is pending on this thread: its cache claim is ours, so waiting for it
+ * would wait forever. Decode it (and what comes before it) now into out.
+ * 1 if c was pending (*ret its result), 0 if not.
+ */
+static int pending_take(struct rafs *fs, const struct img_chunk *c, void *out, int *ret)
+{
+	struct pending_run *p = &tl_pend;
+
+	if (p->fs != fs)
+		return 0;
+	for (size_t i = p->next; i < p->n; i++) {
+		if (p->run[i].blob_index != c->blob_index || p->run[i].compressed_offset != c->compressed_offset)
+			continue;
+		pending_advance(p, i);
+		*ret = run_chunk(fs, p->run, i, p->in, p->err, out);
+		p->next = i + 1;
+		pending_advance(p, i + 1);
+		return 1;
+	}
+	return 0;
+}
+
+/*
  * Fetch run[0..n) - chunks of one blob stored back to back, each already
  * claimed through the cache - with one backend read, then decode, verify and
  * hand each to the cache. run[0]'s bytes also go to out0 (may be NULL) and
- * its result is returned; the others' errors only reach the cache.
+ * its result is returned; the others' errors only reach the cache. Inside a
+ * FUSE read (lz_defer window) only run[0] is done before returning: the
+ * reader waits for its own chunk, not for the ones fetched alongside.
  */
 static int fetch_run(struct rafs *fs, const struct img_chunk *run, size_t n, void *out0)
 {
 	uint64_t span = run[n - 1].compressed_offset + run[n - 1].compressed_size - run[0].compressed_offset;
 	uint8_t *in = NULL, *out = NULL;
-	int ret, ret0 = 0;
+	int ret, ret0;
 
+	pending_flush(NULL);
 	in = lz_malloc(span);
 	out = lz_malloc(fs->chunk_size ? fs->chunk_size : RAFS_MAX_CHUNK_SIZE);
 	ret = in && out ? 0 : -ENOMEM;
 	if (!ret)
 		ret = blob_read(fs, run[0].blob_index, in, span, run[0].compressed_offset);
-	for (size_t i = 0; i < n; i++) {
-		const struct img_chunk *c = &run[i];
-		uint8_t *dst = i == 0 && out0 ? out0 : out;
-		int r = ret;
+	ret0 = run_chunk(fs, run, 0, in, ret, out0 ? out0 : out);
+	if (n > 1 && out0 && lz_defer_active()) {
+		struct pending_run *p = &tl_pend;
 
-		if (!r && c->uncompressed_size > (fs->chunk_size ? fs->chunk_size : RAFS_MAX_CHUNK_SIZE))
-			r = -EFSCORRUPTED;
-		if (!r)
-			r = decode_chunk(fs, c, in + (c->compressed_offset - run[0].compressed_offset), dst);
-		fs->cache->done(fs->cache_ctx, c->blob_index, c, dst, r);
-		if (i == 0)
-			ret0 = r;
+		p->fs = fs;
+		memcpy(p->run, run, n * sizeof(*run));
+		p->n = n;
+		p->next = 1;
+		p->in = in;
+		p->out = out;
+		p->err = ret;
+		lz_defer_add(pending_flush, NULL);
+		return ret0;
 	}
+	for (size_t i = 1; i < n; i++)
+		run_chunk(fs, run, i, in, ret, out);
 	free(in);
 	free(out);
 	return ret0;
@@ -512,6 +592,8 @@ static int read_chunk(struct rafs *fs, const struct img_chunk *c, void *out, con
 
 	if (!fs->cache || (c->flags & IMG_CHUNK_HOLE))
 		return fetch_chunk(fs, c, out);
+	if (pending_take(fs, c, out, &ret))
+		return ret;
 	ret = fs->cache->begin(fs->cache_ctx, c->blob_index, c, out);
 	if (ret == 1) {
 		atomic_fetch_add(&fs->st_hits, 1);

@@ -6,6 +6,7 @@
  */
 #define LZ_MOD "estargz"
 #include "estargz_int.h"
+#include "lazyimg/defer.h"
 
 #include <libdeflate.h>
 #include <stdlib.h>
@@ -237,11 +238,80 @@ static int fetch_chunk(struct estargz *es, uint32_t li, uint32_t idx, void *out)
 	return ret;
 }
 
+/* Inflate, verify and hand to the cache chunk idx0+i of a fetched span `in`. */
+static int run_chunk(struct estargz *es, uint32_t li, uint32_t idx0, uint32_t i, const uint8_t *in, int err,
+		     void *dst)
+{
+	const struct es_chunk *cs = &es->layers[li].chunks[idx0];
+	struct img_chunk ic;
+	int r = err;
+
+	if (!r && es->validate && !cs[i].has_digest)
+		r = -EBADMSG;
+	if (!r)
+		r = decode_chunk(es, li, idx0 + i, in + (cs[i].offset - cs[0].offset), cs[i].next - cs[i].offset,
+				 dst);
+	es_fill_img_chunk(es, li, idx0 + i, &ic);
+	es->cache->done(es->cache_ctx, li, &ic, dst, r);
+	return r;
+}
+
+/*
+ * The tail of a merged fetch not inflated yet: chunks idx0+next..idx0+n-1.
+ * A FUSE read leaves it until its reply went out (lz_defer); it is finished
+ * earlier if this thread needs one of them or fetches again. One per thread.
+ */
+struct pending_run {
+	struct estargz *es;
+	uint32_t li, idx0, n, next;
+	uint8_t *in, *tmp;
+	int err;
+};
+
+static _Thread_local struct pending_run tl_pend;
+
+static void pending_advance(struct pending_run *p, uint32_t upto)
+{
+	for (; p->next < upto; p->next++)
+		run_chunk(p->es, p->li, p->idx0, p->next, p->in, p->err, p->tmp);
+	if (p->next == p->n) {
+		free(p->in);
+		free(p->tmp);
+		*p = (struct pending_run){ 0 };
+	}
+}
+
+static void pending_flush(void *arg)
+{
+	(void)arg;
+	if (tl_pend.es)
+		pending_advance(&tl_pend, tl_pend.n);
+}
+
+/* Chunk idx is pending on this thread (its claim is ours: waiting would never
+ * end): inflate it now into out. 1 if it was (*ret its result), else 0. */
+static int pending_take(struct estargz *es, uint32_t li, uint32_t idx, void *out, int *ret)
+{
+	struct pending_run *p = &tl_pend;
+	uint32_t i;
+
+	if (p->es != es || p->li != li || idx < p->idx0 + p->next || idx - p->idx0 >= p->n)
+		return 0;
+	i = idx - p->idx0;
+	pending_advance(p, i);
+	*ret = run_chunk(es, li, p->idx0, i, p->in, p->err, out);
+	p->next = i + 1;
+	pending_advance(p, i + 1);
+	return 1;
+}
+
 /*
  * Chunks idx0..idx0+n-1 of layer li are stored back to back and each is
  * claimed through the cache: one backend read for all, then each is
  * inflated, verified and handed to the cache. Chunk idx0 also goes to out0;
- * its result is returned, the others' only reach the cache.
+ * its result is returned, the others' only reach the cache. Inside a FUSE
+ * read (lz_defer window) only idx0 is done before returning: the reader
+ * waits for its own chunk, not for those fetched alongside.
  */
 static int fetch_run(struct estargz *es, uint32_t li, uint32_t idx0, uint32_t n, void *out0)
 {
@@ -249,8 +319,9 @@ static int fetch_run(struct estargz *es, uint32_t li, uint32_t idx0, uint32_t n,
 	uint64_t base = cs[0].offset, span = cs[n - 1].next - base;
 	uint32_t maxsz = 0;
 	uint8_t *in, *tmp = NULL;
-	int ret, ret0 = 0;
+	int ret, ret0;
 
+	pending_flush(NULL);
 	for (uint32_t i = 1; i < n; i++)
 		maxsz = LZ_MAX(maxsz, cs[i].size);
 	in = lz_malloc(span);
@@ -259,20 +330,14 @@ static int fetch_run(struct estargz *es, uint32_t li, uint32_t idx0, uint32_t n,
 	ret = in && (n == 1 || tmp) ? 0 : -ENOMEM;
 	if (!ret)
 		ret = blob_read(es, li, in, span, base);
-	for (uint32_t i = 0; i < n; i++) {
-		struct img_chunk ic;
-		void *dst = i ? tmp : out0;
-		int r = ret;
-
-		if (!r && es->validate && !cs[i].has_digest)
-			r = -EBADMSG;
-		if (!r)
-			r = decode_chunk(es, li, idx0 + i, in + (cs[i].offset - base), cs[i].next - cs[i].offset, dst);
-		es_fill_img_chunk(es, li, idx0 + i, &ic);
-		es->cache->done(es->cache_ctx, li, &ic, dst, r);
-		if (i == 0)
-			ret0 = r;
+	ret0 = run_chunk(es, li, idx0, 0, in, ret, out0);
+	if (n > 1 && lz_defer_active()) {
+		tl_pend = (struct pending_run){ es, li, idx0, n, 1, in, tmp, ret };
+		lz_defer_add(pending_flush, NULL);
+		return ret0;
 	}
+	for (uint32_t i = 1; i < n; i++)
+		run_chunk(es, li, idx0, i, in, ret, tmp);
 	free(in);
 	free(tmp);
 	return ret0;
@@ -342,6 +407,8 @@ static int read_verified(struct estargz *es, uint32_t li, uint32_t idx, void *ou
 
 	if (!es->cache)
 		return fetch_chunk(es, li, idx, out);
+	if (pending_take(es, li, idx, out, &ret))
+		return ret;
 	es_fill_img_chunk(es, li, idx, &ic);
 	ret = es->cache->begin(es->cache_ctx, li, &ic, out);
 	if (ret == 1) {

@@ -303,12 +303,15 @@ reg_check "reader 1 (between reads at the kill) got the right sha256" \
 reg_check "c1 could not be restored (registry failing): $(head -c 160 <<< "${got#* }")" \
 	'[ "$(jq -r .state <<< "${got#* }")" = failed ] && jq -e ".error | length > 0" <<< "${got#* }" > /dev/null'
 reg_check "c1's kernel mount is kept and reader 2 still waits" 'reg_is_mounted "$R/mnt/c1" && kill -0 "$R2P" && [ ! -e "$W/r2.sha" ]'
-for _ in $(seq 300); do grep -q "snapshot c1: mounting again failed" "$W/serve.log" && break; sleep 0.1; done
+# (each try costs a few seconds against the slow, failing proxy; allow for a loaded machine)
+t0=$(reg_now)
+for _ in $(seq 600); do grep -q "snapshot c1: mounting again failed" "$W/serve.log" && break; sleep 0.1; done
+echo "first background retry of c1 failed after $(reg_secs "$t0" "$(reg_now)") s of waiting"
 reg_check "the server retries c1 by itself, with backoff: $(grep -m 1 "snapshot c1: mounting again failed" "$W/serve.log" | cut -c 1-160)" \
 	'grep -q "snapshot c1: mounting again failed" "$W/serve.log" && [ "$(jq -r .state <<< "$(api GET /api/v1/mounts/c1 | cut -d" " -f2-)")" != ready ]'
 fp_set "$PROXY_CTL" pass
 t0=$(reg_now)
-for _ in $(seq 300); do
+for _ in $(seq 600); do
 	got=$(api GET /api/v1/mounts/c1)
 	jq -e ".ready" <<< "${got#* }" > /dev/null 2>&1 && break
 	sleep 0.1
