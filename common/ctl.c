@@ -37,7 +37,7 @@ struct ctl_conn {
 	int fd;
 };
 
-static int sun_of(const char *path, struct sockaddr_un *sun)
+int lz_ctl_sockaddr(const char *path, struct sockaddr_un *sun)
 {
 	memset(sun, 0, sizeof(*sun));
 	sun->sun_family = AF_UNIX;
@@ -327,7 +327,7 @@ static int ctl_new(const char *sock_path, const struct lz_ctl_opts *o, lz_ctl_ha
 	struct lz_ctl *c;
 	int ret;
 
-	ret = sun_of(sock_path, &sun);
+	ret = lz_ctl_sockaddr(sock_path, &sun);
 	if (ret)
 		return ret;
 	c = lz_calloc(1, sizeof(*c));
@@ -443,7 +443,7 @@ int lz_ctl_request(const char *sock_path, const char *method, const char *path, 
 	char hdr[1400];
 	int hl;
 
-	ret = sun_of(sock_path, &sun);
+	ret = lz_ctl_sockaddr(sock_path, &sun);
 	if (ret)
 		return ret;
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);

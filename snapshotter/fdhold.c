@@ -19,6 +19,7 @@
  * Anything else -> "ERR <reason>". Peers must have this process's uid.
  */
 #define LZ_MOD "fdhold"
+#include "lazyimg/ctl.h"
 #include "snapfs_int.h"
 
 #include <fcntl.h>
@@ -41,16 +42,6 @@ struct snap_holder {
 	int fd;
 	pthread_mutex_t lock;       /* one request/response exchange at a time */
 };
-
-static int sun_of(const char *path, struct sockaddr_un *sun)
-{
-	memset(sun, 0, sizeof(*sun));
-	sun->sun_family = AF_UNIX;
-	if (strlen(path) >= sizeof(sun->sun_path))
-		return -ENAMETOOLONG;
-	strcpy(sun->sun_path, path);
-	return 0;
-}
 
 static int send_msg(int sock, const char *text, int fd)
 {
@@ -230,7 +221,7 @@ int snap_fdholder_main(const char *sock_path)
 
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGHUP, SIG_IGN);
-	if (sun_of(sock_path, &sun)) {
+	if (lz_ctl_sockaddr(sock_path, &sun)) {
 		lz_err("fd holder socket path too long: %s", sock_path);
 		return 1;
 	}
@@ -315,7 +306,7 @@ int snapfs_holder_connect(const char *sock, struct snap_holder **out)
 {
 	struct sockaddr_un sun;
 	struct snap_holder *h;
-	int ret = sun_of(sock, &sun);
+	int ret = lz_ctl_sockaddr(sock, &sun);
 
 	if (ret)
 		return ret;

@@ -350,13 +350,6 @@ static void route(void *arg, const char *method, char *path, const char *body, s
 	lz_ctl_error(r, 404, "no such endpoint: %s", path);
 }
 
-/* the shared parser under its old name: fuzz_snapfs drives it through this */
-int snapfs_http_head(const char *buf, size_t len, char method[16], char path[1024], size_t *body_off,
-		     size_t *clen)
-{
-	return lz_ctl_parse_head(buf, len, method, path, body_off, clen);
-}
-
 int snap_serve_start(struct snap_fs *fs, const char *sock_path, struct snap_serve **out)
 {
 	const struct lz_ctl_opts o = { .max_conn = SERVE_MAX_CONN, .backlog = SERVE_BACKLOG };

@@ -108,11 +108,6 @@ int snapfs_holder_del(struct snap_holder *h, const char *id);
 typedef void (*snapfs_holder_fn)(void *arg, const char *id, int fd);
 int snapfs_holder_list(struct snap_holder *h, snapfs_holder_fn fn, void *arg);
 
-/* serve.c: the head of an HTTP/1.1 request in buf[0..len) (NUL-terminated at len).
- * 1: complete, the body is buf[*body_off .. *body_off + *clen); 0: read more;
- * -EINVAL: malformed; -E2BIG: over LZ_CTL_MAX_REQUEST. Fuzzed by fuzz_snapfs. */
-int snapfs_http_head(const char *buf, size_t len, char method[16], char path[1024], size_t *body_off,
-		     size_t *clen);
 
 /* metrics.c: Prometheus text of every mount and the cache (malloc'd) */
 int snapfs_metrics(struct snap_fs *fs, char **out);

@@ -63,6 +63,10 @@ __attribute__((format(printf, 3, 4))) void lz_ctl_error(struct lz_ctl_resp *r, i
 int lz_ctl_parse_head(const char *buf, size_t len, char method[LZ_CTL_METHOD_MAX], char path[LZ_CTL_PATH_MAX],
 		      size_t *body_off, size_t *clen);
 
+/* A unix socket address for path; -ENAMETOOLONG if it does not fit sun_path. */
+struct sockaddr_un;
+int lz_ctl_sockaddr(const char *path, struct sockaddr_un *sun);
+
 /* Client side: one request, the response body malloc'd in *body. Returns the HTTP status or -errno. */
 int lz_ctl_request(const char *sock_path, const char *method, const char *path, const char *body,
 		   char **resp, size_t *resp_len);

@@ -5,7 +5,7 @@
  *   0  a persisted mount's state file (snapfs_state_parse, id "fz"): an
  *      accepted file has the id, a non-empty ref, fields within their caps,
  *      an INIT record that fits, and labels that parse back as labels;
- *   1  the head of a control API request (snapfs_http_head): a complete
+ *   1  the head of a control API request (lz_ctl_parse_head): a complete
  *      request's body lies inside the input, method and path are
  *      NUL-terminated, the path starts with '/';
  *   2  a labels object (snapfs_labels_from_json): at most the cap, every
@@ -76,7 +76,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	case 1: {
 		char method[16], path[1024];
 		size_t off = 0, clen = 0;
-		int ret = snapfs_http_head(text, size - 1, method, path, &off, &clen);
+		int ret = lz_ctl_parse_head(text, size - 1, method, path, &off, &clen);
 
 		FZ_CHECK(ret == 1 || ret == 0 || ret == -EINVAL || ret == -E2BIG);
 		if (ret == 1) {
