@@ -122,9 +122,16 @@ struct held {
 static struct held g_held[HOLD_MAX_FDS];
 static size_t g_nheld;
 
+/* a mount's id, or "..<id>" for the other fds a server parks (its listening socket) */
+static bool held_id_valid(const char *id)
+{
+	return snap_fs_id_valid(id) ||
+	       (!strncmp(id, "..", 2) && snap_fs_id_valid(id + 2) && strlen(id) <= SNAP_FS_ID_MAX);
+}
+
 static void hold_put(int csock, const char *id, int fd)
 {
-	if (fd < 0 || !snap_fs_id_valid(id)) {
+	if (fd < 0 || !held_id_valid(id)) {
 		if (fd >= 0)
 			close(fd);
 		send_msg(csock, fd < 0 ? "ERR no fd attached" : "ERR bad id", -1);
@@ -142,7 +149,7 @@ static void hold_put(int csock, const char *id, int fd)
 		send_msg(csock, "ERR holder full", -1);
 		return;
 	}
-	memcpy(g_held[g_nheld].id, id, strlen(id) + 1); /* length checked by snap_fs_id_valid */
+	memcpy(g_held[g_nheld].id, id, strlen(id) + 1); /* length checked by held_id_valid */
 	g_held[g_nheld++].fd = fd;
 	send_msg(csock, "OK", -1);
 }
@@ -390,7 +397,7 @@ int snapfs_holder_list(struct snap_holder *h, snapfs_holder_fn fn, void *arg)
 				close(fd);
 			break;
 		}
-		if (strncmp(msg, "FD ", 3) || fd < 0 || !snap_fs_id_valid(msg + 3)) {
+		if (strncmp(msg, "FD ", 3) || fd < 0 || !held_id_valid(msg + 3)) {
 			if (fd >= 0)
 				close(fd);
 			ret = -EPROTO;

@@ -79,7 +79,8 @@ bool snap_fs_id_valid(const char *id)
 {
 	size_t n = id ? strlen(id) : 0;
 
-	if (n == 0 || n > SNAP_FS_ID_MAX || !strcmp(id, ".") || !strcmp(id, ".."))
+	/* "..name" is kept for fds other than FUSE sessions in the holder */
+	if (n == 0 || n > SNAP_FS_ID_MAX || !strcmp(id, ".") || !strncmp(id, "..", 2))
 		return false;
 	for (size_t i = 0; i < n; i++) {
 		char c = id[i];
@@ -1071,8 +1072,8 @@ static int restore(struct snap_fs *fs)
 	for (size_t i = 0; i < rc->hs.n; i++) {
 		char mnt[PATH_MAX * 2];
 
-		if (rc->hs.v[i].fd < 0)
-			continue;
+		if (rc->hs.v[i].fd < 0 || !strncmp(rc->hs.v[i].id, "..", 2))
+			continue; /* not a mount: snap_fs_held_take's */
 		lz_warn("snapshot %s: held FUSE fd without persisted state: unmounting it", rc->hs.v[i].id);
 		snprintf(mnt, sizeof(mnt), "%s/%s", fs->mnt_dir, rc->hs.v[i].id);
 		umount2(mnt, MNT_DETACH);
@@ -1151,6 +1152,30 @@ static void retry_join(struct snap_fs *fs)
 	pthread_mutex_unlock(&fs->lock);
 	pthread_join(fs->retry_th, NULL);
 	fs->retry_started = false;
+}
+
+int snap_fs_held_take(struct snap_fs *fs, const char *name, int *fd)
+{
+	char id[SNAP_FS_ID_MAX + 1];
+
+	*fd = -1;
+	if (!fs->holder || !fs->restore)
+		return -ENOENT;
+	if (snprintf(id, sizeof(id), "..%s", name) >= (int)sizeof(id))
+		return -ENAMETOOLONG;
+	*fd = take_held(&fs->restore->hs, id);
+	return *fd >= 0 ? 0 : -ENOENT;
+}
+
+int snap_fs_held_park(struct snap_fs *fs, const char *name, int fd)
+{
+	char id[SNAP_FS_ID_MAX + 1];
+
+	if (!fs->holder)
+		return -ENOENT;
+	if (snprintf(id, sizeof(id), "..%s", name) >= (int)sizeof(id))
+		return -ENAMETOOLONG;
+	return snapfs_holder_put(fs->holder, id, fd);
 }
 
 /* wait for the restore threads (snap_fs_close) */

@@ -14,22 +14,29 @@
  * without it); newer releases do.
  */
 #define LZ_MOD "snapgrpc"
+#include "lazyimg/ctl.h"
 #include "lazyimg/lz.h"
+#include "lazyimg/snapfs.h"
 #include "lazyimg/snapgrpc.h"
 #include "overlay.h"
 
 #include <grpc/byte_buffer.h>
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc.h>
+#include <grpc/grpc_posix.h>
 #include <grpc/grpc_security.h>
 #include <grpc/slice.h>
 #include <grpc/support/time.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "containerd/services/snapshots/v1/snapshots.pb-c.h"
@@ -50,6 +57,16 @@ struct snap_grpc {
 	struct snap_fs *fs;
 	char *address;
 	bool grpc_inited;
+	/* the listening socket is ours, not gRPC's: kept by systemd or the fd
+	 * holder across restarts, containerd's connects queue up in its backlog
+	 * while no snapshotter runs instead of failing */
+	int listen_fd;
+	bool listen_kept;             /* systemd or the holder has it: leave the path */
+	const char *listen_from;      /* "systemd", "the fd holder" or "a new socket" */
+	int stop_pipe[2];
+	pthread_t accept_th;
+	bool accept_started;
+	grpc_server_credentials *creds;
 };
 
 struct call_ctx {
@@ -659,13 +676,136 @@ static void drain_destroy(grpc_completion_queue *cq)
 	grpc_completion_queue_destroy(cq);
 }
 
+/* fd is a listening unix stream socket bound to path */
+static bool listener_for(int fd, const char *path)
+{
+	struct sockaddr_un sun;
+	socklen_t len = sizeof(sun);
+	int v = 0;
+	socklen_t vl = sizeof(v);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &v, &vl) < 0 || !v)
+		return false;
+	memset(&sun, 0, sizeof(sun));
+	if (getsockname(fd, (struct sockaddr *)&sun, &len) < 0 || sun.sun_family != AF_UNIX)
+		return false;
+	return !strncmp(sun.sun_path, path, sizeof(sun.sun_path));
+}
+
+/* systemd socket activation: LISTEN_PID is us and fd 3 is the socket */
+static int listener_systemd(const char *path)
+{
+	const char *pid = getenv("LISTEN_PID"), *n = getenv("LISTEN_FDS");
+
+	if (!pid || !n || strtol(pid, NULL, 10) != (long)getpid() || strtol(n, NULL, 10) < 1)
+		return -1;
+	unsetenv("LISTEN_PID");
+	unsetenv("LISTEN_FDS");
+	unsetenv("LISTEN_FDNAMES");
+	if (!listener_for(3, path)) {
+		lz_warn("snapshotter: fd 3 from systemd is not a socket listening on %s: not used", path);
+		return -1;
+	}
+	fcntl(3, F_SETFD, FD_CLOEXEC);
+	return 3;
+}
+
+static int listener_new(const char *path, int *out)
+{
+	struct sockaddr_un sun;
+	struct stat st;
+	int fd, ret;
+
+	/* a socket left by a previous run would make the bind fail */
+	if (lstat(path, &st) == 0) {
+		if (!S_ISSOCK(st.st_mode)) {
+			lz_err("snapshotter: %s exists and is not a socket", path);
+			return -EEXIST;
+		}
+		unlink(path);
+	}
+	ret = lz_ctl_sockaddr(path, &sun);
+	if (ret) {
+		lz_err("snapshotter: socket path %s is too long", path);
+		return ret;
+	}
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 || chmod(path, 0660) < 0 || listen(fd, 128) < 0) {
+		ret = -errno;
+		lz_err("snapshotter: cannot listen on %s: %s", path, strerror(errno));
+		close(fd);
+		return ret;
+	}
+	*out = fd;
+	return 0;
+}
+
+/* The listening socket: systemd's, the one the fd holder kept, or a new one (then parked). */
+static int listener_open(struct snap_grpc *g)
+{
+	int fd = listener_systemd(g->address), ret;
+
+	if (fd >= 0) {
+		g->listen_fd = fd;
+		g->listen_kept = true;
+		g->listen_from = "systemd";
+		return 0;
+	}
+	if (g->fs && snap_fs_held_take(g->fs, "grpc-listen", &fd) == 0) {
+		if (listener_for(fd, g->address)) {
+			g->listen_fd = fd;
+			g->listen_kept = true;
+			g->listen_from = "the fd holder";
+			return 0;
+		}
+		lz_warn("snapshotter: the socket the fd holder kept does not listen on %s: a new one", g->address);
+		close(fd);
+	}
+	ret = listener_new(g->address, &g->listen_fd);
+	if (ret)
+		return ret;
+	g->listen_from = "a new socket";
+	if (g->fs && snap_fs_held_park(g->fs, "grpc-listen", g->listen_fd) == 0)
+		g->listen_kept = true;
+	return 0;
+}
+
+/* Each accepted connection becomes a gRPC channel of the server. */
+static void *accept_main(void *arg)
+{
+	struct snap_grpc *g = arg;
+	struct pollfd p[2] = { { g->listen_fd, POLLIN, 0 }, { g->stop_pipe[0], POLLIN, 0 } };
+
+	for (;;) {
+		int fd;
+
+		if (poll(p, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			lz_err("snapshotter: poll on the listening socket: %s", strerror(errno));
+			break;
+		}
+		if (p[1].revents)
+			break;
+		fd = accept4(g->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+		if (fd < 0) {
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+				lz_warn("snapshotter: cannot accept a connection: %s", strerror(errno));
+				usleep(100000); /* the backlog keeps it; do not spin */
+			}
+			continue;
+		}
+		grpc_server_add_channel_from_fd(g->server, fd, g->creds);
+	}
+	return NULL;
+}
+
 int snap_grpc_start(const struct snap_grpc_opts *o, struct snap_grpc **out)
 {
 	struct snapsvc_opts so = { 0 };
-	grpc_server_credentials *creds;
 	struct snap_grpc *g;
-	struct stat st;
-	char *addr = NULL;
 	int ret;
 
 	if (!o->root || !o->address || o->address[0] != '/') {
@@ -675,6 +815,7 @@ int snap_grpc_start(const struct snap_grpc_opts *o, struct snap_grpc **out)
 	g = calloc(1, sizeof(*g));
 	if (!g)
 		return -ENOMEM;
+	g->listen_fd = g->stop_pipe[0] = g->stop_pipe[1] = -1;
 	g->nworkers = o->workers > 0 ? LZ_MIN(o->workers, GRPC_MAX_WORKERS) : 4;
 	g->address = strdup(o->address);
 	if (!g->address) {
@@ -697,15 +838,6 @@ int snap_grpc_start(const struct snap_grpc_opts *o, struct snap_grpc **out)
 	ret = snapsvc_open(&so, &g->svc);
 	if (ret)
 		goto fail;
-	/* a socket left by a previous run would make the bind fail */
-	if (lstat(o->address, &st) == 0) {
-		if (!S_ISSOCK(st.st_mode)) {
-			lz_err("snapshotter: %s exists and is not a socket", o->address);
-			ret = -EEXIST;
-			goto fail;
-		}
-		unlink(o->address);
-	}
 	grpc_init();
 	g->grpc_inited = true;
 	g->server = grpc_server_create(NULL, NULL);
@@ -723,22 +855,19 @@ int snap_grpc_start(const struct snap_grpc_opts *o, struct snap_grpc **out)
 		}
 		grpc_server_register_completion_queue(g->server, g->cqs[i], NULL);
 	}
-	if (asprintf(&addr, "unix:%s", o->address) < 0) {
-		addr = NULL;
+	ret = listener_open(g);
+	if (ret)
+		goto fail;
+	g->creds = grpc_insecure_server_credentials_create();
+	if (!g->creds || pipe2(g->stop_pipe, O_CLOEXEC) < 0) {
 		ret = -ENOMEM;
 		goto fail;
 	}
-	creds = grpc_insecure_server_credentials_create();
-	ret = grpc_server_add_http2_port(g->server, addr, creds);
-	grpc_server_credentials_release(creds);
-	free(addr);
-	if (!ret) {
-		lz_err("snapshotter: cannot listen on %s", o->address);
-		ret = -EADDRNOTAVAIL;
-		goto fail;
-	}
 	grpc_server_start(g->server);
-	chmod(o->address, 0660);
+	ret = -pthread_create(&g->accept_th, NULL, accept_main, g);
+	if (ret)
+		goto fail;
+	g->accept_started = true;
 	for (int i = 0; i < g->nworkers; i++) {
 		void **arg = malloc(2 * sizeof(void *));
 
@@ -755,7 +884,8 @@ int snap_grpc_start(const struct snap_grpc_opts *o, struct snap_grpc **out)
 		}
 		g->started++;
 	}
-	lz_info("snapshotter: serving containerd snapshots on %s, root %s", o->address, o->root);
+	lz_info("snapshotter: serving containerd snapshots on %s (%s), root %s", o->address, g->listen_from,
+		o->root);
 	*out = g;
 	return 0;
 fail:
@@ -768,6 +898,12 @@ void snap_grpc_stop(struct snap_grpc *g)
 	if (!g)
 		return;
 	atomic_store(&g->stopping, true);
+	if (g->accept_started) {
+		/* no new channels once the shutdown has begun */
+		if (write(g->stop_pipe[1], "x", 1) < 0)
+			lz_warn("snapshotter: cannot stop the accept thread: %s", strerror(errno));
+		pthread_join(g->accept_th, NULL);
+	}
 	if (g->server) {
 		int tag;
 		grpc_event ev;
@@ -788,8 +924,15 @@ void snap_grpc_stop(struct snap_grpc *g)
 	drain_destroy(g->shutdown_cq);
 	if (g->grpc_inited)
 		grpc_shutdown();
-	if (g->server && g->address)
+	if (g->listen_fd >= 0 && !g->listen_kept && g->address)
 		unlink(g->address);
+	if (g->listen_fd >= 0)
+		close(g->listen_fd);
+	for (int i = 0; i < 2; i++)
+		if (g->stop_pipe[i] >= 0)
+			close(g->stop_pipe[i]);
+	if (g->creds)
+		grpc_server_credentials_release(g->creds);
 	snapsvc_close(g->svc);
 	snap_fs_close(g->fs);
 	free(g->address);

@@ -8,7 +8,7 @@ pkgs=(
 	libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev libgrpc-dev gnuplot-nox iproute2 containerd runc
 	python3 b3sum attr tree erofs-utils util-linux kmod procps debootstrap
 	golang-go golang-github-containerd-stargz-snapshotter-dev stargz-snapshotter busybox-static
-	python3-prometheus-client
+	python3-prometheus-client systemd
 	docker-registry skopeo jq apache2-utils curl openssl
 )
 missing=()

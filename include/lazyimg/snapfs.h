@@ -82,6 +82,14 @@ int snap_fs_wait_until_ready(struct snap_fs *fs, const char *id, int timeout_ms)
 int snap_fs_cache_usage(struct snap_fs *fs, const char *digest, uint64_t *bytes);
 /* -EBUSY while a mount uses the blob; 0 if removed or absent. */
 int snap_fs_remove_cache(struct snap_fs *fs, const char *digest);
+/*
+ * Other fds kept alive by the fd holder across restarts (the snapshotter's
+ * listening socket): held under "..<name>", an id no mount can have. take:
+ * the fd the holder had when this snap_fs opened (-ENOENT if none, or no
+ * holder); park: the holder keeps a copy of fd (the caller keeps its own).
+ */
+int snap_fs_held_take(struct snap_fs *fs, const char *name, int *fd);
+int snap_fs_held_park(struct snap_fs *fs, const char *name, int fd);
 /* Unmount everything and forget the persisted mounts. */
 int snap_fs_teardown(struct snap_fs *fs);
 /* <root>/snapshots/<id>/fs/image/image.boot, else .../fs/image.boot; -ENOENT. */

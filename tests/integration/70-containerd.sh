@@ -396,10 +396,32 @@ start_snapshotter --fd-holder "$W/fdh.sock"
 reconnected
 c run -d --snapshotter lazyimg "$REGISTRY_HOST/debian:bookworm-nydus" t70long sleep 600 > /dev/null ||
 	bad "ctr run -d"
+grep -q "serving containerd snapshots on $SOCK (a new socket)" "$W/snap.log" &&
+	ok "with an fd holder the snapshotter parks its listening socket there" || bad "no new parked listening socket"
 kill -9 "$SNAP_PID"
 wait "$SNAP_PID" 2>/dev/null || true
 SNAP_PID=
+# the holder keeps the listening socket: while no snapshotter runs, containerd's
+# connects queue in its backlog rather than being refused
+python3 -c 'import socket, sys; s = socket.socket(socket.AF_UNIX); s.settimeout(2); s.connect(sys.argv[1])' "$SOCK" &&
+	ok "with the snapshotter dead its socket still takes connections (the holder keeps it listening)" ||
+	bad "the socket refuses connections while the snapshotter is down"
+# a call made in that gap: containerd (1.6) waits about a second for the
+# server's handshake, so it is answered if the restart is quick; refused it never is
+( set +e; cs ls > "$W/down-ls.out" 2> "$W/down-ls.err"; echo $? > "$W/down-ls.rc" ) &
+DOWN_LS=$!
+sleep 0.1
 start_snapshotter --fd-holder "$W/fdh.sock"
+wait "$DOWN_LS" || true
+if [ "$(cat "$W/down-ls.rc" 2>/dev/null)" = 0 ] && grep -q Committed "$W/down-ls.out"; then
+	ok "a call made while the snapshotter was down was answered by the restarted one"
+elif ! grep -qi "connection refused\|no such file" "$W/down-ls.err"; then
+	ok "a call made while the snapshotter was down was not refused (it timed out: $(head -c 120 "$W/down-ls.err"))"
+else
+	bad "a call made while the snapshotter was down was refused: $(head -c 200 "$W/down-ls.err")"
+fi
+grep -q "serving containerd snapshots on $SOCK (the fd holder)" "$W/snap.log" &&
+	ok "the restarted snapshotter took the listening socket back from the holder" || bad "listening socket not taken from the holder"
 reconnected
 grep -q "adopted .*debian" "$W/snap.log" && ok "the restarted snapshotter adopted the parked FUSE session" ||
 	bad "no adopted mount after the restart"

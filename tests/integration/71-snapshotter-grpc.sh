@@ -101,6 +101,18 @@ expect "Remove after a restart" Remove "$(pstr 12 c7)" 0
 [ ! -e "$ROOT/snapshots/$id" ] && ok "Remove deleted the directory" || bad "directory of c7 still there"
 stop || bad "second stop"
 
+# systemd socket activation (as a .socket unit would start it): the socket
+# comes as fd 3, bound and listening before lazyimg runs, and is served
+rm -f "$SOCK"
+systemd-socket-activate -l "$SOCK" "$LAZYIMG" snapshotter --root "$ROOT" --address "$SOCK" --no-remote \
+	--log-level info >> "$W/log" 2>&1 &
+PID=$!
+for _ in $(seq 50); do [ -S "$SOCK" ] && break; sleep 0.1; done
+expect "Stat through a socket systemd made" Stat "$(pstr 12 nope)" 5
+grep -q "serving containerd snapshots on $SOCK (systemd)" "$W/log" &&
+	ok "the snapshotter used the socket from systemd (fd 3)" || bad "systemd's socket not used: $(grep -m1 'serving containerd' "$W/log" | tail -n 1)"
+stop || bad "stop of the socket-activated snapshotter"
+
 # a corrupt metadata file: refused with a clear message, file left alone
 cp "$ROOT/metadata.json" "$W/good.json"
 head -c 100 "$W/good.json" > "$ROOT/metadata.json"
