@@ -14,7 +14,8 @@ mkdir -p "$MNT" "$W/empty"
 : > "$W/plainfile"
 
 # --- usage ---
-for c in mount umount inspect check; do
+ALL_CMDS="mount umount stats inspect check convert merge serve list usage fdholder snapshotter bench"
+for c in $ALL_CMDS; do
 	rc=0
 	out=$("$LAZYIMG" "$c" --help 2>/dev/null) || rc=$?
 	if [ "$rc" -eq 0 ] && grep -q "^usage: lazyimg $c" <<< "$out"; then
@@ -66,6 +67,14 @@ must_fail "two mountpoints" "MOUNTPOINT" "$LAZYIMG" mount -b "$V5" "$MNT" "$W/em
 nothing_left "two mountpoints"
 
 # --- other subcommands ---
+# every subcommand: an unknown flag exits 2 and names it, and nothing runs
+for c in $ALL_CMDS; do
+	rc=0
+	err=$(timeout 10 "$LAZYIMG" "$c" --no-such-option 2>&1 >/dev/null) || rc=$?
+	[ "$rc" -eq 2 ] && grep -q -- "--no-such-option" <<< "$err" &&
+		ok "lazyimg $c --no-such-option: exit 2 naming it" ||
+		bad "lazyimg $c --no-such-option: exit $rc: $(head -c 200 <<< "$err")"
+done
 must_fail "unknown umount option" "--no-such-option" "$LAZYIMG" umount --no-such-option "$MNT"
 must_fail "unknown inspect option" "--no-such-option" "$LAZYIMG" inspect --no-such-option "$V5"
 must_fail "unknown check option" "--no-such-option" "$LAZYIMG" check --no-such-option "$V5"
