@@ -90,6 +90,24 @@ static int unb64(const char *in, char *out, size_t cap)
 	return n;
 }
 
+/* A config.json key (may carry a scheme and a path) names host: compare hosts only. */
+static bool host_key_matches(const char *key, const char *host)
+{
+	char h[REG_MAX_HOST];
+	size_t hl;
+
+	if (!strncmp(key, "https://", 8))
+		key += 8;
+	else if (!strncmp(key, "http://", 7))
+		key += 7;
+	hl = strcspn(key, "/");
+	if (hl >= sizeof(h))
+		return false;
+	memcpy(h, key, hl);
+	h[hl] = 0;
+	return !strcmp(h, host) || (!strcmp(host, "docker.io") && !strcmp(h, "index.docker.io"));
+}
+
 /* Credentials: explicit, then environment, then docker config.json. */
 static int load_credentials(struct reg_client *c)
 {
@@ -130,26 +148,45 @@ static int load_credentials(struct reg_client *c)
 		lz_err("auth file %s is not valid JSON", path);
 		return -EINVAL;
 	}
+	/* as docker does: a helper for this registry, else the store for all, else auths */
+	{
+		const char *helper = NULL;
+		json_object *h;
+
+		if (json_object_object_get_ex(root, "credHelpers", &h) && json_object_is_type(h, json_type_object)) {
+			json_object_object_foreach(h, hk, hv) {
+				if (json_object_is_type(hv, json_type_string) && host_key_matches(hk, c->ref.host))
+					helper = json_object_get_string(hv);
+			}
+		}
+		if (!helper && json_object_object_get_ex(root, "credsStore", &h) && json_object_is_type(h, json_type_string) &&
+		    json_object_get_string_len(h) > 0)
+			helper = json_object_get_string(h);
+		if (helper) {
+			char hu[512], secret[1400];
+			const char *server = strcmp(c->ref.host, "docker.io") ? c->ref.host : "https://index.docker.io/v1/";
+
+			ret = reg_cred_helper_get(helper, server, hu, sizeof(hu), secret, sizeof(secret));
+			if (!ret) {
+				snprintf(up, sizeof(up), "%s:%s", hu, secret);
+				c->basic = b64(up, strlen(up));
+				explicit_bzero(up, sizeof(up));
+				explicit_bzero(secret, sizeof(secret));
+				ret = c->basic ? 0 : -ENOMEM;
+				goto out;
+			}
+			if (ret != -ENOENT)
+				goto out;
+			/* a config.json copied from a machine with a helper this one lacks */
+			lz_warn("auth file %s: trying its \"auths\" entries instead", path);
+			ret = 0;
+		}
+	}
 	if (!json_object_object_get_ex(root, "auths", &auths) || !json_object_is_type(auths, json_type_object))
 		goto out;
 	ent = NULL;
 	json_object_object_foreach(auths, key, val) {
-		const char *k = key;
-		char host[REG_MAX_HOST];
-		size_t hl;
-
-		/* keys may carry a scheme and a path: compare hosts only */
-		if (!strncmp(k, "https://", 8))
-			k += 8;
-		else if (!strncmp(k, "http://", 7))
-			k += 7;
-		hl = strcspn(k, "/");
-		if (hl >= sizeof(host))
-			continue;
-		memcpy(host, k, hl);
-		host[hl] = 0;
-		if (!strcmp(host, c->ref.host) ||
-		    (!strcmp(c->ref.host, "docker.io") && !strcmp(host, "index.docker.io"))) {
+		if (host_key_matches(key, c->ref.host)) {
 			ent = val;
 			break;
 		}

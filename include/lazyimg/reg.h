@@ -98,6 +98,18 @@ struct reg_challenge {
 };
 /* Parse one WWW-Authenticate header value; picks Bearer over Basic. */
 int reg_parse_challenge(const char *hdr, size_t len, struct reg_challenge *out);
+
+/*
+ * Docker credential helpers (config.json "credHelpers"/"credsStore"): run
+ * `docker-credential-NAME get` with server on stdin (10 s at most, 64 KiB of
+ * answer), user name and secret out. -ENOENT: no such program on PATH;
+ * -EIO: it failed (its message is logged); -EOPNOTSUPP: an identity token.
+ * The parser of its answer stands alone for fuzzing.
+ */
+int reg_cred_helper_get(const char *name, const char *server, char *user, size_t ucap, char *secret,
+			size_t scap);
+int reg_parse_cred_helper(const char *buf, size_t len, char *user, size_t ucap, char *secret, size_t scap);
+bool reg_cred_helper_name_ok(const char *name);
 /* "bytes first-last/total" (total may be "*": then *total = 0). */
 int reg_parse_content_range(const char *hdr, size_t len, uint64_t *first, uint64_t *last, uint64_t *total);
 

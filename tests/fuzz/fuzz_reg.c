@@ -2,8 +2,8 @@
 /*
  * fuzz_reg.c - the registry client's parsers on hostile input: the first
  * byte picks the parser (WWW-Authenticate, Content-Range, manifest, index,
- * image reference), the rest is its input. Successful parses are checked
- * against their own invariants.
+ * image reference; 0xff: a credential helper's answer), the rest is its
+ * input. Successful parses are checked against their own invariants.
  */
 #include "fuzz.h"
 #include "lazyimg/reg.h"
@@ -19,6 +19,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	lz_log_level = -1;
 	if (!size)
 		return 0;
+	if (data[0] == 0xff) {
+		/* a credential helper's answer */
+		char user[64], secret[64];
+
+		if (reg_parse_cred_helper(in, len, user, sizeof(user), secret, sizeof(secret)) == 0) {
+			FZ_CHECK(strlen(user) < sizeof(user) && !strchr(user, ':'));
+			FZ_CHECK(secret[0] && strlen(secret) < sizeof(secret));
+		}
+		return 0;
+	}
 	switch (data[0] % 5) {
 	case 0: {
 		struct reg_challenge ch;

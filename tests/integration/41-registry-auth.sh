@@ -126,7 +126,48 @@ else
 	reg_bad "mount with --auth-file keyed https://HOST/v2/ (username/password) failed: $(cat "$MNT.err")"
 fi
 reg_umount "$MNT"
-no_secret "basic auth: server logs (LAZYIMG_LOG=3) and lazyimg stderr" "$W/log-basic-env" "$W/log-basic-file" "$W/all-stderr"
+# docker credential helpers: "credsStore" for every registry, "credHelpers" per
+# registry (ahead of the store), each a docker-credential-NAME program on PATH
+# answering `get` with the server on stdin
+mkdir -p "$W/helpers"
+cat > "$W/helpers/docker-credential-t41store" <<EOF
+#!/bin/sh
+read -r server
+echo "\$1 \$server" >> "$W/helper-calls"
+printf '{"ServerURL":"%s","Username":"%s","Secret":"%s"}\n' "\$server" "$U" "$P"
+EOF
+cat > "$W/helpers/docker-credential-t41none" <<EOF
+#!/bin/sh
+echo "credentials not found in native keychain"
+exit 1
+EOF
+chmod +x "$W/helpers/"docker-credential-*
+printf '{"auths":{"%s":{}},"credsStore":"t41store"}\n' "$REGISTRY_HOST" > "$W/config-store.json"
+if PATH="$W/helpers:$PATH" reg_mount "$MNT" --insecure --no-prefetch --auth-file "$W/config-store.json" \
+	--cache-dir "$W/cache-a4" "$DST" && [ "$(read_group "$MNT" etc/hello.txt blobs/random-1m.bin)" -eq 0 ]; then
+	reg_ok "mount with credsStore: the helper's user and secret work"
+else
+	reg_bad "mount with credsStore failed: $(cat "$MNT.err")"
+fi
+reg_umount "$MNT"
+cat "$MNT.log" >> "$W/log-helper" 2>/dev/null || true
+grep -qx "get $REGISTRY_HOST" "$W/helper-calls" && reg_ok "the helper was asked 'get' for $REGISTRY_HOST" ||
+	reg_bad "helper calls: $(cat "$W/helper-calls" 2>/dev/null)"
+printf '{"credsStore":"t41none","credHelpers":{"%s":"t41store"}}\n' "$REGISTRY_HOST" > "$W/config-helpers.json"
+if PATH="$W/helpers:$PATH" reg_mount "$MNT" --insecure --no-prefetch --auth-file "$W/config-helpers.json" \
+	--cache-dir "$W/cache-a5" "$DST" && [ "$(read_group "$MNT" etc/hello.txt)" -eq 0 ]; then
+	reg_ok "credHelpers for this registry comes before a failing credsStore"
+else
+	reg_bad "mount with credHelpers failed: $(cat "$MNT.err")"
+fi
+reg_umount "$MNT"
+cat "$MNT.log" >> "$W/log-helper" 2>/dev/null || true
+printf '{"credsStore":"t41none"}\n' > "$W/config-none.json"
+PATH="$W/helpers:$PATH" must_fail_msg "mount whose credential helper fails" "$LAZYIMG" mount --insecure \
+	--auth-file "$W/config-none.json" --cache-dir "$W/cache-a6" "$DST" "$MNT"
+grep -q "docker-credential-t41none.*credentials not found in native keychain" "$W/all-stderr" &&
+	reg_ok "the error names the helper and passes on its message" || reg_bad "helper failure not named: $(tail -n 3 "$W/all-stderr")"
+no_secret "basic auth: server logs (LAZYIMG_LOG=3) and lazyimg stderr" "$W/log-basic-env" "$W/log-basic-file" "$W/log-helper" "$W/all-stderr"
 stop_registries; REG_DIRS=()
 
 echo "== (b) bearer tokens that expire after 4 s"
