@@ -5,6 +5,7 @@
 
 #include <fcntl.h>
 #include <stdlib.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -13,7 +14,7 @@
 
 /* Load b->ready from an open state file; 0 if it is valid for this blob,
  * -EFSCORRUPTED (logged) if it must be discarded, other errors are I/O. */
-static int state_load(struct bcache_blob *b, const char *dir, const char *id, uint64_t data_size)
+static int state_load(struct bcache_blob *b, const char *dir, const char *id, uint64_t data_size, bool quiet)
 {
 	struct bcache_state_info info;
 	const char *why = NULL;
@@ -25,8 +26,9 @@ static int state_load(struct bcache_blob *b, const char *dir, const char *id, ui
 	if (fstat(b->state_fd, &st))
 		return -errno;
 	if (!S_ISREG(st.st_mode) || st.st_size < 0 || (uint64_t)st.st_size > BCACHE_STATE_MAX_SIZE) {
-		lz_warn("%s: blob %s: discarding state file: %lld bytes is not a state file", dir, id,
-			(long long)st.st_size);
+		if (!quiet)
+			lz_warn("%s: blob %s: discarding state file: %lld bytes is not a state file", dir, id,
+				(long long)st.st_size);
 		return -EFSCORRUPTED;
 	}
 	buf = lz_malloc((size_t)st.st_size);
@@ -39,18 +41,21 @@ static int state_load(struct bcache_blob *b, const char *dir, const char *id, ui
 		goto out;
 	ret = bcache_state_parse(buf, (size_t)st.st_size, &info, &why);
 	if (ret) {
-		lz_warn("%s: blob %s: discarding state file: %s", dir, id, why);
+		if (!quiet)
+			lz_warn("%s: blob %s: discarding state file: %s", dir, id, why);
 		goto out;
 	}
 	if (info.blob_size != b->space_size || info.nchunks != b->nchunks) {
-		lz_warn("%s: blob %s: discarding state file: it is for %llu bytes / %u chunks, the blob has %llu / %u",
+		if (!quiet)
+			lz_warn("%s: blob %s: discarding state file: it is for %llu bytes / %u chunks, the blob has %llu / %u",
 			dir, id, (unsigned long long)info.blob_size, info.nchunks,
 			(unsigned long long)b->space_size, b->nchunks);
 		ret = -EFSCORRUPTED;
 		goto out;
 	}
 	if (data_size != b->space_size) {
-		lz_warn("%s: blob %s: discarding state file: data file is %llu bytes, expected %llu", dir,
+		if (!quiet)
+			lz_warn("%s: blob %s: discarding state file: data file is %llu bytes, expected %llu", dir,
 			id, (unsigned long long)data_size, (unsigned long long)b->space_size);
 		ret = -EFSCORRUPTED;
 		goto out;
@@ -109,6 +114,70 @@ err:
 	return -errno;
 }
 
+/*
+ * Several processes may share a cache directory. Each holds a shared flock
+ * on the data file of every blob it has open; emptying a blob (a missing or
+ * bad state) and deleting one (eviction, RemoveCache) need it exclusive, so
+ * neither happens under another process's feet. Ready bits are shared
+ * through the state file: a process sets its bits there with a
+ * read-modify-write under a byte-range lock, and looks there before it
+ * fetches a chunk it does not know as ready.
+ */
+#define BLOB_LOCK_TRIES 500 /* x 10 ms: how long to wait for another process to make a state */
+
+/* fd (locked) is still the file named id in the cache directory. */
+static bool same_file(struct bcache *c, const char *id, int fd)
+{
+	struct stat a, b;
+
+	return !fstat(fd, &a) && a.st_nlink > 0 && !fstatat(c->dirfd, id, &b, AT_SYMLINK_NOFOLLOW) &&
+	       a.st_ino == b.st_ino && a.st_dev == b.st_dev;
+}
+
+/* Open (creating) the data file of id with a shared lock, and stat it. */
+static int open_locked(struct bcache *c, const char *id, int *fdp, struct stat *st)
+{
+	for (;;) {
+		int fd = openat(c->dirfd, id, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600), ret;
+
+		if (fd < 0 || fstat(fd, st)) {
+			ret = -errno;
+			lz_err("%s/%s: cannot open the data file: %s", c->dir, id, strerror(errno));
+			if (fd >= 0)
+				close(fd);
+			return ret;
+		}
+		if (!S_ISREG(st->st_mode)) {
+			lz_err("%s/%s: not a regular file", c->dir, id);
+			close(fd);
+			return -EINVAL;
+		}
+		/* blocks only while another process deletes or empties it */
+		while (flock(fd, LOCK_SH) && errno == EINTR)
+			;
+		/* deleted by another process between our open and our lock: again */
+		if (same_file(c, id, fd) && !fstat(fd, st)) {
+			*fdp = fd;
+			return 0;
+		}
+		close(fd);
+	}
+}
+
+/* Lock (or unlock) the 8 bytes of bitmap word w in the state file, across processes. */
+static void word_lock(int fd, uint32_t w, short type)
+{
+	struct flock fl = {
+		.l_type = type,
+		.l_whence = SEEK_SET,
+		.l_start = (off_t)(BCACHE_STATE_HDR_SIZE + 8ull * w),
+		.l_len = 8,
+	};
+
+	while (fcntl(fd, F_OFD_SETLKW, &fl) < 0 && errno == EINTR)
+		;
+}
+
 int bcache_blob_load(struct bcache *c, struct bcache_ent *e, uint64_t space_size, uint32_t nchunks,
 		     struct bcache_blob **out)
 {
@@ -141,37 +210,74 @@ int bcache_blob_load(struct bcache *c, struct bcache_ent *e, uint64_t space_size
 		atomic_init(&b->ready[w], 0);
 	atomic_init(&b->nready, 0);
 
-	b->data_fd = openat(c->dirfd, e->id, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (b->data_fd < 0 || fstat(b->data_fd, &st)) {
-		ret = -errno;
-		lz_err("%s/%s: cannot open the data file: %s", c->dir, e->id, strerror(errno));
-		goto out_free;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		ret = -EINVAL;
-		lz_err("%s/%s: not a regular file", c->dir, e->id);
-		goto out_free;
-	}
-	b->state_fd = openat(c->dirfd, sname, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
-	if (b->state_fd >= 0) {
-		ret = state_load(b, c->dir, e->id, (uint64_t)st.st_size);
-		if (ret && ret != -EFSCORRUPTED) {
-			lz_err("%s/%s: cannot read the state file: %s", c->dir, sname, strerror(-ret));
+	for (int tries = 0;; tries++) {
+		bool excl = false;
+
+		ret = open_locked(c, e->id, &b->data_fd, &st);
+		if (ret)
+			goto out_free;
+load:
+		b->state_fd = openat(c->dirfd, sname, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+		if (b->state_fd >= 0) {
+			ret = state_load(b, c->dir, e->id, (uint64_t)st.st_size, !excl);
+			if (ret && ret != -EFSCORRUPTED) {
+				lz_err("%s/%s: cannot read the state file: %s", c->dir, sname, strerror(-ret));
+				goto out_free;
+			}
+		} else if (errno == ENOENT) {
+			ret = -ENOENT;
+		} else {
+			ret = -errno;
+			lz_err("%s/%s: cannot open the state file: %s", c->dir, sname, strerror(errno));
 			goto out_free;
 		}
-	} else if (errno == ENOENT) {
-		if (st.st_size)
+		if (!ret)
+			break;
+		if (b->state_fd >= 0) {
+			close(b->state_fd);
+			b->state_fd = -1;
+		}
+		/*
+		 * Missing or bad state: only a process alone with the blob may
+		 * empty it. Another one that has it open loaded a valid state
+		 * (or is creating it): wait for it, then look again.
+		 */
+		if (!excl) {
+			if (flock(b->data_fd, LOCK_EX | LOCK_NB) == 0) {
+				excl = true;
+				/* the conversion dropped our shared lock for a moment:
+				 * someone may have made or deleted the files meanwhile */
+				if (!same_file(c, e->id, b->data_fd)) {
+					close(b->data_fd);
+					b->data_fd = -1;
+					continue;
+				}
+				goto load;
+			}
+			close(b->data_fd);
+			b->data_fd = -1;
+			if (tries >= BLOB_LOCK_TRIES) {
+				lz_err("%s: blob %s: its state is being made by another process: giving up", c->dir,
+				       e->id);
+				ret = -EBUSY;
+				goto out_free;
+			}
+			usleep(5000 + (useconds_t)(random() % 10000)); /* jitter: two openers do not retry in step */
+			continue;
+		}
+		if (ret == -ENOENT && st.st_size)
 			lz_warn("%s: blob %s: data without a state file, starting empty", c->dir, e->id);
-		ret = -ENOENT;
-	} else {
-		ret = -errno;
-		lz_err("%s/%s: cannot open the state file: %s", c->dir, sname, strerror(errno));
-		goto out_free;
-	}
-	if (ret) {
 		ret = state_reset(c, b, e->id, sname);
 		if (ret)
 			goto out_free;
+		/* others may use it from now on; a moment unlocked, so check it is still ours */
+		flock(b->data_fd, LOCK_SH);
+		if (same_file(c, e->id, b->data_fd))
+			break;
+		close(b->state_fd);
+		b->state_fd = -1;
+		close(b->data_fd);
+		b->data_fd = -1;
 	}
 	lz_dbg("%s: blob %s open, %u of %u chunks ready", c->dir, e->id, atomic_load(&b->nready),
 	       nchunks);
@@ -264,6 +370,30 @@ static void deadline_after(struct timespec *ts, int ms)
 	}
 }
 
+/*
+ * Another process sharing the cache directory may have made chunk idx ready:
+ * its bit is then in the state file, set after its data was durable. Take it
+ * over (b->lock held; one pread, on a miss only).
+ */
+static bool shared_ready(struct bcache_blob *b, uint32_t idx)
+{
+	uint32_t w = idx / 64;
+	uint64_t bit = 1ull << (idx % 64), v;
+	uint8_t le[8];
+
+	if (pread(b->state_fd, le, sizeof(le), (off_t)(BCACHE_STATE_HDR_SIZE + 8ull * w)) != (ssize_t)sizeof(le))
+		return false;
+	v = lz_get_le64(le);
+	if (w == b->nwords - 1 && b->nchunks % 64)
+		v &= (1ull << (b->nchunks % 64)) - 1; /* bits past the last chunk mean nothing */
+	if (!(v & bit))
+		return false;
+	/* the other bits it brings are as good: take them all */
+	v &= ~atomic_fetch_or_explicit(&b->ready[w], v, memory_order_release);
+	atomic_fetch_add(&b->nready, (uint32_t)__builtin_popcountll(v));
+	return true;
+}
+
 int bcache_chunk_claim(struct bcache_blob *b, uint32_t idx, int timeout_ms)
 {
 	struct bcache *c = b->c;
@@ -289,6 +419,11 @@ again:
 		return 0;
 	}
 	f = flight_find(b, idx);
+	if (!f && shared_ready(b, idx)) {
+		pthread_mutex_unlock(&b->lock);
+		atomic_fetch_add(&c->hits, 1);
+		return 0;
+	}
 	if (!f) {
 		pthread_condattr_t ca;
 
@@ -397,10 +532,13 @@ static void persist_bit(struct bcache_blob *b, uint32_t idx)
 	ssize_t n;
 
 	pthread_mutex_lock(&b->state_lock);
-	/* read under state_lock: the last writer of a word always writes a
-	 * superset of what earlier writers wrote */
-	lz_put_le64(le, atomic_load(&b->ready[w]));
+	/* other processes set bits in the same word: add ours to what is on
+	 * disk, never write back a word that lacks theirs */
+	word_lock(b->state_fd, w, F_WRLCK);
+	n = pread(b->state_fd, le, sizeof(le), (off_t)(BCACHE_STATE_HDR_SIZE + 8ull * w));
+	lz_put_le64(le, (n == (ssize_t)sizeof(le) ? lz_get_le64(le) : 0) | atomic_load(&b->ready[w]));
 	n = pwrite(b->state_fd, le, sizeof(le), (off_t)(BCACHE_STATE_HDR_SIZE + 8ull * w));
+	word_lock(b->state_fd, w, F_UNLCK);
 	if (n != (ssize_t)sizeof(le) && lz_ratelimit(&c->io_err_log, 10))
 		lz_warn("%s: blob %s: cannot record chunk %u in the state file (%s): it will be refetched after a restart",
 			c->dir, b->id, idx, n < 0 ? strerror(errno) : "short write");

@@ -121,15 +121,34 @@ void bcache_set_usage(struct bcache *c, struct bcache_ent *e, uint64_t bytes)
 	e->usage = bytes;
 }
 
+static int unlink_locked(struct bcache *c, const char *id, const char *sname);
+
 /* Delete a blob's files, state first: a state file never outlives its data
- * in a way that could vouch for a later, different data file. */
+ * in a way that could vouch for a later, different data file. -EBUSY if
+ * another process has the blob open. */
 static int unlink_blob(struct bcache *c, const char *id)
 {
 	char sname[BCACHE_STATE_NAME_MAX];
-	int ret = -ENOENT;
+	int ret = -ENOENT, fd;
 
 	if (bcache_state_name(id, sname, sizeof(sname)))
 		return -EINVAL;
+	/* another process sharing the directory may have it open (shared lock) */
+	fd = openat(c->dirfd, id, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB)) {
+		close(fd);
+		return -EBUSY;
+	}
+	ret = unlink_locked(c, id, sname);
+	if (fd >= 0)
+		close(fd);
+	return ret;
+}
+
+static int unlink_locked(struct bcache *c, const char *id, const char *sname)
+{
+	int ret = -ENOENT;
+
 	if (!unlinkat(c->dirfd, sname, 0))
 		ret = 0;
 	else if (errno != ENOENT)
@@ -163,7 +182,7 @@ void bcache_evict(struct bcache *c)
 		return;
 	}
 	c->evicting = true;
-	while (c->total > c->max_bytes) {
+	for (unsigned skipped = 0; c->total > c->max_bytes;) {
 		struct bcache_ent *victim = NULL;
 		char id[BCACHE_ID_MAX + 1];
 		uint64_t freed;
@@ -182,7 +201,17 @@ void bcache_evict(struct bcache *c)
 		memcpy(id, victim->id, sizeof(id));
 		pthread_mutex_unlock(&c->lock);
 
-		unlink_blob(c, id); /* outside the lock: freeing a big file takes time */
+		/* outside the lock: freeing a big file takes time */
+		if (unlink_blob(c, id) == -EBUSY) {
+			/* open in another process sharing the directory: treat it as just used */
+			pthread_mutex_lock(&c->lock);
+			victim->busy = false;
+			victim->atime = bcache_tick(c);
+			pthread_cond_broadcast(&c->cond);
+			if (++skipped >= c->nents)
+				break;
+			continue;
+		}
 		lz_info("%s: evicted blob %s (%llu bytes)", c->dir, id, (unsigned long long)freed);
 		atomic_fetch_add(&c->evictions, 1);
 
@@ -280,9 +309,11 @@ int bcache_open(const char *dir, uint64_t max_bytes, struct bcache **out)
 		lz_err("%s: cannot open the cache directory: %s", dir, strerror(errno));
 		goto out_free;
 	}
-	if (flock(c->dirfd, LOCK_EX | LOCK_NB)) {
+	/* shared: processes may use one directory together (blob locks in blob.c);
+	 * something that needs it alone can take it exclusively */
+	if (flock(c->dirfd, LOCK_SH | LOCK_NB)) {
 		ret = errno == EWOULDBLOCK ? -EBUSY : -errno;
-		lz_err("%s: cache directory in use by another cache: %s", dir, strerror(errno));
+		lz_err("%s: cache directory locked by another process: %s", dir, strerror(errno));
 		goto out_free;
 	}
 	ret = scan_dir(c);

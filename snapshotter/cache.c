@@ -120,8 +120,7 @@ int snap_cache_init(struct snap_source *s)
 	snprintf(dir, sizeof(dir), "%s/blobs", s->o.cache_dir);
 	ret = bcache_open(dir, s->o.cache_max, &s->cache);
 	if (ret == -EBUSY)
-		lz_err("cache directory %s is in use by another lazyimg process: give this mount its own --cache-dir",
-		       dir);
+		lz_err("cache directory %s is locked by another process", dir);
 	else if (ret)
 		lz_err("cannot open the blob cache in %s: %s", dir, lz_strerror(ret));
 	return ret;

@@ -13,7 +13,18 @@
  * and fdatasync'd, so a crash can lose ready bits (a refetch) but never make
  * half-written data look ready. A state file that does not validate, or does
  * not match the blob's geometry or data file size, is discarded and the data
- * file emptied. One process owns a cache directory at a time (flock).
+ * file emptied.
+ *
+ * Several processes may use one directory at once. Each holds a shared
+ * flock on the data file of every blob it has open: emptying a blob (bad
+ * state) or deleting it (eviction, bcache_remove) takes it exclusively, so it
+ * never happens to a blob another process uses (eviction passes over it,
+ * bcache_remove says -EBUSY). Ready bits meet in the state file: a process
+ * ORs its bits into the word on disk under a byte-range lock, and before it
+ * fetches a chunk it does not know as ready it looks there (one pread per
+ * miss). Two processes may still fetch the same chunk at once; both write the
+ * same verified bytes. Usage and the size cap are per process (what each one
+ * has seen of the directory).
  *
  * I/O: data reads and writes go through io_uring, owned by one I/O thread per
  * struct bcache; callers queue requests on a bounded queue (blocking while it
@@ -63,8 +74,7 @@ struct bcache_stats {
  * least recently used first, where a blob's last use is its last open or
  * final put (after a restart: the newer mtime of its two files). It runs in
  * whichever thread pushed usage over the cap or released a blob (open, fill,
- * put). -EBUSY if another process (or another open bcache in this one) holds
- * the directory.
+ * put). -EBUSY only if something holds the directory exclusively.
  */
 int bcache_open(const char *dir, uint64_t max_bytes, struct bcache **out);
 /* Stop the I/O thread and free the cache. Every blob must have been put
@@ -135,8 +145,8 @@ int bcache_read(struct bcache_blob *b, void *buf, size_t len, uint64_t off);
 /* Bytes the blob's files use on disk (st_blocks * 512 of <id> and
  * <id>.state), open or not. -ENOENT if neither file exists. */
 int bcache_blob_usage(struct bcache *c, const char *blob_id, uint64_t *bytes);
-/* Delete a blob's files (state first). -EBUSY while it is open, -ENOENT if
- * there was nothing to delete. */
+/* Delete a blob's files (state first). -EBUSY while it is open (here or in
+ * another process sharing the directory), -ENOENT if there was nothing to delete. */
 int bcache_remove(struct bcache *c, const char *blob_id);
 /* Sum of the usage of all blobs as tracked by the cache (refreshed on open,
  * fill, eviction and removal; files changed behind its back are not seen). */

@@ -258,18 +258,97 @@ static void test_roundtrip_and_persist(void)
 	bcache_close(c);
 }
 
-/* A second cache on the same directory is refused. */
-static void test_dir_lock(void)
+/*
+ * Two caches on one directory (two processes sharing a --cache-dir; flock
+ * and OFD locks treat two opens in one process alike): chunks one makes
+ * ready are hits for the other, bits of both survive in the state file, and
+ * a blob the other has open is neither removed nor evicted.
+ */
+static void test_shared_dir(void)
 {
 	struct bcache *c = NULL, *c2 = NULL;
+	struct bcache_blob *b = NULL, *b2 = NULL;
+	static uint8_t buf[CH];
+	uint64_t bytes = 0;
 
 	new_dir();
 	T_EQ_INT(bcache_open(dir, 0, &c), 0);
-	T_EQ_INT(bcache_open(dir, 0, &c2), -EBUSY);
-	T_ASSERT(c2 == NULL);
-	bcache_close(c);
 	T_EQ_INT(bcache_open(dir, 0, &c2), 0);
+	T_EQ_INT(bcache_blob_open(c, "s1", 8 * CH, 8, &b), 0);
+	T_EQ_INT(bcache_blob_open(c2, "s1", 8 * CH, 8, &b2), 0);
+	if (!b || !b2)
+		goto out;
+	/* made ready by the first, a hit for the second: no claim to fetch */
+	T_EQ_INT(fill_chunk(b, 0, 7), 0);
+	T_ASSERT(!bcache_chunk_ready(b2, 0));
+	T_EQ_INT(bcache_chunk_claim(b2, 0, 1000), 0);
+	T_ASSERT(bcache_chunk_ready(b2, 0));
+	T_EQ_INT(bcache_read(b2, buf, CH, 0), 0);
+	T_ASSERT(check_pattern(buf, CH, 0, 7));
+	/* both set bits in the same state word: neither write loses the other's */
+	T_EQ_INT(fill_chunk(b2, 1, 7), 0);
+	T_EQ_INT(fill_chunk(b, 2, 7), 0);
+	/* open in the other cache: not removed, not evicted */
+	bcache_blob_put(b);
+	b = NULL;
+	T_EQ_INT(bcache_remove(c, "s1"), -EBUSY);
+	T_EQ_INT(bcache_blob_usage(c, "s1", &bytes), 0);
+	bcache_blob_put(b2);
+	b2 = NULL;
 	bcache_close(c2);
+	c2 = NULL;
+	/* a third opener sees the chunks of both */
+	T_EQ_INT(bcache_open(dir, 0, &c2), 0);
+	T_EQ_INT(bcache_blob_open(c2, "s1", 8 * CH, 8, &b2), 0);
+	if (b2) {
+		T_ASSERT(bcache_chunk_ready(b2, 0) && bcache_chunk_ready(b2, 1) && bcache_chunk_ready(b2, 2));
+		T_ASSERT(!bcache_chunk_ready(b2, 3));
+		T_EQ_INT(bcache_read(b2, buf, CH, CH), 0);
+		T_ASSERT(check_pattern(buf, CH, CH, 7));
+		bcache_blob_put(b2);
+		b2 = NULL;
+	}
+	bcache_close(c2);
+	c2 = NULL;
+	/* nobody has it open any more: removable */
+	T_EQ_INT(bcache_remove(c, "s1"), 0);
+out:
+	bcache_blob_put(b);
+	bcache_blob_put(b2);
+	bcache_close(c2);
+	bcache_close(c);
+}
+
+/* Eviction skips a blob another cache on the directory has open. */
+static void test_shared_evict(void)
+{
+	struct bcache *c = NULL, *c2 = NULL;
+	struct bcache_blob *b = NULL, *b2 = NULL;
+
+	new_dir();
+	T_EQ_INT(bcache_open(dir, 0, &c), 0);
+	T_EQ_INT(bcache_blob_open(c, "e1", 8 * CH, 8, &b), 0);
+	if (b) {
+		T_EQ_INT(fill_chunk(b, 0, 1), 0);
+		bcache_blob_put(b);
+	}
+	bcache_close(c);
+	c = NULL;
+	/* c2 holds e1 open; c starts with a 1-byte cap: e1 is over it but in use elsewhere */
+	T_EQ_INT(bcache_open(dir, 0, &c2), 0);
+	T_EQ_INT(bcache_blob_open(c2, "e1", 8 * CH, 8, &b2), 0);
+	T_EQ_INT(bcache_open(dir, 1, &c), 0);
+	T_ASSERT(file_blocks("e1", NULL) >= CH);
+	if (b2) {
+		T_ASSERT(bcache_chunk_ready(b2, 0));
+		bcache_blob_put(b2);
+	}
+	bcache_close(c2);
+	bcache_close(c);
+	/* alone now: the capped cache evicts it at open */
+	T_EQ_INT(bcache_open(dir, 1, &c), 0);
+	T_EQ_INT(bcache_blob_usage(c, "e1", &(uint64_t){ 0 }), -ENOENT);
+	bcache_close(c);
 }
 
 /* Create blob id (8 chunks) with chunk 0 ready, in a fresh cache dir. */
@@ -1081,7 +1160,8 @@ int main(void)
 	test_ids();
 	test_state_parse();
 	test_roundtrip_and_persist();
-	test_dir_lock();
+	test_shared_dir();
+	test_shared_evict();
 	test_state_validation();
 	test_crash_unmarked();
 	test_single_flight();
