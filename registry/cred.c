@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <json-c/json.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -109,15 +110,27 @@ static int run_helper(const char *prog, const char *server, char *out, size_t ca
 	in_p[0] = out_p[1] = -1;
 	if (ret)
 		goto out;
-	/* a helper that never reads its stdin gets EPIPE here, not a SIGPIPE */
+	/*
+	 * A helper that never reads its stdin must cost us EPIPE, not a SIGPIPE.
+	 * Other threads run: block the signal in this thread only, and take a
+	 * SIGPIPE this write raised before unblocking it.
+	 */
 	{
-		struct sigaction ign = { .sa_handler = SIG_IGN }, old;
+		sigset_t pipe_set, old;
+		ssize_t w;
 
-		sigaction(SIGPIPE, &ign, &old);
-		if (write(in_p[1], server, strlen(server)) < 0) {
-			/* its answer (or exit status) still says what went wrong */
+		sigemptyset(&pipe_set);
+		sigaddset(&pipe_set, SIGPIPE);
+		pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+		w = write(in_p[1], server, strlen(server));
+		if (w < 0 && errno == EPIPE) {
+			struct timespec zero = { 0, 0 };
+
+			while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR)
+				;
 		}
-		sigaction(SIGPIPE, &old, NULL);
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		/* a failed write: its answer (or exit status) still says what went wrong */
 	}
 	close(in_p[1]);
 	in_p[1] = -1;
